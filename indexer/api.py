@@ -1,0 +1,392 @@
+"""The write-side library object: collections, ingestion, deletes, rescoring, statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from indexer import collections as catalog
+from indexer import diagnostics, writer
+from indexer.collections import EXTERNAL, Collection
+from indexer.db.engine import make_engine, session_factory, upgrade
+from indexer.db.models import CollectionRow, PointRow, VectorRow
+from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
+from indexer.errors import ConflictError, InvalidInputError, StorageError
+from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
+from indexer.moments import Moments
+from indexer.payload import unit_of
+from indexer.scoring import drift, score_members
+from indexer.store import QdrantLocation, VectorStore, open_store
+from indexer.sync import sync_dirty
+from indexer.writer import BatchReport
+
+DEFAULT_BATCH = 1024
+
+
+@dataclass
+class RescoreReport:
+    drift: dict[str, float | None]
+    rescored: int = 0
+    skipped: bool = False
+    stats_version: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Indexer:
+    """Owns a database engine and a vector store; every write goes through here.
+
+    >>> ix = Indexer("sqlite:///data/inforank.sqlite", QdrantLocation(edge_path="data/qdrant"))
+    """
+
+    def __init__(self, database_url: str, qdrant: QdrantLocation, *, migrate: bool = True):
+        self.database_url = database_url
+        self.location = qdrant
+        try:
+            if migrate:
+                upgrade(database_url)
+            self.engine = make_engine(database_url)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"Cannot open the database {database_url!r}: {exc}") from exc
+        self.sessions = session_factory(self.engine)
+        self.store: VectorStore = open_store(qdrant)
+        self.cache = StatsCache()
+
+    def close(self) -> None:
+        self.store.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Indexer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- collections -------------------------------------------------------------------
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dim: int,
+        model: str = EXTERNAL,
+        pretrained: str = "",
+        tau: float = 1.0,
+        min_count: int = 32,
+        modalities: Sequence[str] = MODALITIES,
+    ) -> Collection:
+        catalog.check_name(name)
+        names = {m: m for m in modalities}
+        with self.sessions.begin() as s:
+            c = catalog.insert(
+                s,
+                name=name,
+                model=model,
+                pretrained=pretrained,
+                dim=dim,
+                tau=tau,
+                min_count=min_count,
+                qdrant_collection=name,
+                vector_names=names,
+                attached=False,
+            )
+            if self.store.exists(name):
+                raise ConflictError(
+                    f"A Qdrant collection {name!r} already exists. Adopt it with "
+                    f"`inforank attach {name}` or choose another name."
+                )
+            # Inside the transaction: if Qdrant fails, the catalog row is rolled back.
+            self.store.create(name, {m: dim for m in names}, SCORE_FIELDS)
+        return c
+
+    def collection(self, name: str) -> Collection:
+        with self.sessions() as s:
+            return catalog.get(s, name)
+
+    def collections(self) -> list[Collection]:
+        with self.sessions() as s:
+            rows = s.execute(select(CollectionRow).order_by(CollectionRow.name)).scalars()
+            return [Collection.of(r) for r in rows]
+
+    def drop_collection(self, name: str) -> None:
+        c = self.collection(name)
+        if not c.attached:
+            self.store.drop(c.qdrant_collection)
+        with self.sessions.begin() as s:
+            s.delete(s.get(CollectionRow, c.id))
+
+    # ---- writes ------------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        items: Iterable[Item],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        model: tuple[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> BatchReport:
+        """Ingest items in batches; each batch is one commit followed by a Qdrant sync.
+
+        ``model`` is the ``(model, pretrained)`` that produced the vectors; a mismatch with the
+        collection's identity is refused before anything is written.
+        """
+        c = self.collection(name)
+        if model is not None:
+            catalog.check_model(c, *model)
+        self.sync(name)  # replay what an earlier crash left unsynced
+        total = BatchReport(stats_version=c.stats_version)
+        buf: list[Item] = []
+        offset = 0
+        for it in items:
+            buf.append(it)
+            if len(buf) >= batch_size:
+                total.extend(self._write_batch(c, buf, offset))
+                offset += len(buf)
+                if progress:
+                    progress(len(buf))
+                buf = []
+        if buf:
+            total.extend(self._write_batch(c, buf, offset))
+            if progress:
+                progress(len(buf))
+        return total
+
+    def _write_batch(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
+        try:
+            with self.sessions.begin() as s:
+                report, new = writer.write(s, self.cache, c, items, offset)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"The database failed while writing a batch: {exc}") from exc
+        for m, (v, mom) in new.items():
+            self.cache.put(c.id, m, v, mom)
+        if report.ingested:
+            sync_dirty(self.sessions, self.store, c)
+        return report
+
+    def delete(self, name: str, ids: Sequence[UserId]) -> dict[str, Any]:
+        c = self.collection(name)
+        with self.sessions.begin() as s:
+            deleted, missing, new = writer.delete(s, self.cache, c, list(ids))
+        for m, (v, mom) in new.items():
+            self.cache.put(c.id, m, v, mom)
+        sync_dirty(self.sessions, self.store, c)
+        return {"deleted": deleted, "missing": missing}
+
+    def sync(self, name: str) -> int:
+        """Push points a crash left unsynced; returns how many."""
+        return sync_dirty(self.sessions, self.store, self.collection(name))
+
+    # ---- statistics --------------------------------------------------------------------
+    def moments(self, name: str, modality: str, kind: str = "current") -> tuple[int, Moments]:
+        c = self.collection(name)
+        with self.sessions() as s:
+            return self.cache.get(s, c.id, modality, c.dim, kind)
+
+    def vectors(
+        self, name: str, modality: str, keys: Sequence[str] | None = None
+    ) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        """User ids, float32 unit vectors and raw norms of stored items of one modality."""
+        c = self.collection(name)
+        with self.sessions() as s:
+            q = (
+                select(PointRow.user_id, VectorRow.vector, VectorRow.raw_norm)
+                .join(
+                    PointRow,
+                    (PointRow.collection_id == VectorRow.collection_id)
+                    & (PointRow.item_key == VectorRow.item_key),
+                )
+                .where(VectorRow.collection_id == c.id, VectorRow.modality == modality)
+                .order_by(VectorRow.item_key)
+            )
+            if keys is not None:
+                q = q.where(VectorRow.item_key.in_(list(keys)))
+            rows = s.execute(q).all()
+        if not rows:
+            return [], np.zeros((0, c.dim), np.float32), np.zeros(0)
+        ids = [r[0] for r in rows]
+        unit = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
+        return ids, unit, np.array([r[2] for r in rows])
+
+    def scores(self, name: str, modality: str) -> dict[str, np.ndarray]:
+        """Stored scores of one modality (NaN where pending), with ids, for reports."""
+        c = self.collection(name)
+        with self.sessions() as s:
+            rows = s.execute(
+                select(
+                    PointRow.user_id,
+                    VectorRow.conformity,
+                    VectorRow.info_gain,
+                    VectorRow.scores_version,
+                    VectorRow.source,
+                )
+                .join(
+                    PointRow,
+                    (PointRow.collection_id == VectorRow.collection_id)
+                    & (PointRow.item_key == VectorRow.item_key),
+                )
+                .where(VectorRow.collection_id == c.id, VectorRow.modality == modality)
+                .order_by(VectorRow.item_key)
+            ).all()
+        nan = float("nan")
+        return {
+            "ids": np.array([r[0] for r in rows], dtype=object),
+            "conformity": np.array([nan if r[1] is None else r[1] for r in rows], dtype=float),
+            "info_gain": np.array([nan if r[2] is None else r[2] for r in rows], dtype=float),
+            "version": np.array([-1 if r[3] is None else r[3] for r in rows]),
+            "source": np.array([r[4] for r in rows], dtype=object),
+        }
+
+    def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:
+        """Per modality: count, mean norm, version, drift, diagnostics; and the gap."""
+        c = self.collection(name)
+        out: dict[str, Any] = {
+            "collection": c.name,
+            "model": c.model_identity,
+            "dim": c.dim,
+            "tau": c.tau,
+            "stats_version": c.stats_version,
+            "qdrant": self.location.describe(),
+            "modalities": {},
+        }
+        moms: dict[str, Moments] = {}
+        with self.sessions() as s:
+            for m in c.modalities:
+                v, mom = self.cache.get(s, c.id, m, c.dim)
+                _, base = self.cache.get(s, c.id, m, c.dim, BASELINE)
+                moms[m] = mom
+                pending = s.execute(
+                    select(func.count()).where(
+                        VectorRow.collection_id == c.id,
+                        VectorRow.modality == m,
+                        VectorRow.scores_version.is_(None),
+                    )
+                ).scalar_one()
+                info: dict[str, Any] = {
+                    "count": mom.n,
+                    "mean_norm": float(np.linalg.norm(mom.mean)),
+                    "stats_version": v,
+                    "drift": drift(mom, base),
+                    "pending_scores": pending,
+                    "shell": diagnostics.shell(mom).as_dict(),
+                }
+                out["modalities"][m] = info
+        for m in c.modalities:
+            if moms[m].n >= 2:
+                _, unit, norms = self.vectors(name, m)
+                idx = np.random.default_rng(0).permutation(len(unit))[:sample]
+                iso = diagnostics.isotropy(unit[idx])
+                sh = diagnostics.shell(moms[m], unit[idx].astype(np.float64) * norms[idx, None])
+                out["modalities"][m]["isotropy"] = {"i1": iso.i1, "i2": iso.i2}
+                out["modalities"][m]["shell"] = sh.as_dict()
+        if all(m in moms and moms[m].n for m in MODALITIES):
+            g = diagnostics.modality_gap(moms["image"], moms["text"])
+            out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
+        return out
+
+    def rescore(
+        self,
+        name: str,
+        *,
+        threshold: float = 0.05,
+        all: bool = False,
+        batch_size: int = 2048,
+        progress: Callable[[int], None] | None = None,
+    ) -> RescoreReport:
+        """Recompute stored scores with the current statistics when they drifted.
+
+        Resumable: rows already scored at the target version are skipped, so an interrupted
+        rescore picks up where it stopped. The drift baseline moves to the target version
+        at the end.
+        """
+        c = self.collection(name)
+        drifts = {m: self._drift(c, m) for m in c.modalities}
+        due = all or any(d is None or d > threshold for d in drifts.values())
+        rep = RescoreReport(drifts, stats_version=c.stats_version)
+        if not due:
+            rep.skipped = True
+            return rep
+        target = c.stats_version
+        while True:
+            with self.sessions.begin() as s:
+                row = lock_collection(s, c.id)
+                target = max(target, row.stats_version)
+                st = {m: self.cache.get(s, c.id, m, c.dim) for m in c.modalities}
+                rows = (
+                    s.execute(
+                        select(VectorRow)
+                        .where(
+                            VectorRow.collection_id == c.id,
+                            (VectorRow.scores_version < row.stats_version)
+                            | VectorRow.scores_version.is_(None),
+                        )
+                        .order_by(VectorRow.item_key)
+                        .limit(batch_size)
+                    )
+                    .scalars()
+                    .all()
+                )
+                done = self._rescore_rows(s, c, list(rows), st, row.stats_version)
+                if done == 0:
+                    for m, (v, mom) in st.items():
+                        write_moments(s, c.id, m, mom, v, kind=BASELINE)
+                    break
+            rep.rescored += done
+            if progress:
+                progress(done)
+            sync_dirty(self.sessions, self.store, c)
+        sync_dirty(self.sessions, self.store, c)
+        rep.stats_version = target
+        return rep
+
+    def _rescore_rows(
+        self,
+        s: Session,
+        c: Collection,
+        rows: list[VectorRow],
+        st: dict[str, tuple[int, Moments]],
+        version: int,
+    ) -> int:
+        done = 0
+        for m in c.modalities:
+            mine = [r for r in rows if r.modality == m]
+            if not mine:
+                continue
+            other = st.get("text" if m == "image" else "image", (0, Moments.empty(c.dim)))[1]
+            unit = np.stack([unit_of(r) for r in mine]).astype(np.float64)
+            sc = score_members(unit, st[m][1], other, c.tau, c.min_count)
+            if sc.conformity is None or sc.info_gain is None:
+                continue  # still not computable: stays pending
+            for j, r in enumerate(mine):
+                r.conformity = float(sc.conformity[j])
+                r.info_gain = float(sc.info_gain[j])
+                r.scores_version = version
+            writer.mark_dirty(s, c.id, [r.item_key for r in mine])
+            done += len(mine)
+        return done
+
+    def _drift(self, c: Collection, m: str) -> float | None:
+        with self.sessions() as s:
+            _, now = self.cache.get(s, c.id, m, c.dim)
+            _, base = self.cache.get(s, c.id, m, c.dim, BASELINE)
+        return drift(now, base)
+
+    def item(self, name: str, user_id: UserId) -> dict[str, Any] | None:
+        """The stored point of one item, as Qdrant has it."""
+        c = self.collection(name)
+        with self.sessions() as s:
+            p = s.get(PointRow, (c.id, item_key(user_id)))
+            if p is None or p.deleted:
+                return None
+            pid = p.point_id
+        hits = self.store.retrieve(c.qdrant_collection, [pid])
+        return hits[0].payload if hits else None
+
+    def check_dim(self, c: Collection, dim: int) -> None:
+        if dim != c.dim:
+            raise InvalidInputError(
+                f"Vectors have dimension {dim}, but collection {c.name!r} expects {c.dim}."
+            )

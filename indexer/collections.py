@@ -1,0 +1,120 @@
+"""The catalog of collections: model identity, dimension, τ and where the points live."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from indexer.db.models import CollectionRow
+from indexer.errors import ConflictError, InvalidInputError, NotFoundError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    model: str
+    pretrained: str
+    dim: int
+    tau: float
+    min_count: int
+    qdrant_collection: str
+    vector_names: dict[str, str]
+    attached: bool
+    stats_version: int
+
+    @property
+    def model_identity(self) -> str:
+        return self.model if self.model == EXTERNAL else f"{self.model}:{self.pretrained}"
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in ("image", "text") if m in self.vector_names)
+
+    @classmethod
+    def of(cls, r: CollectionRow) -> Collection:
+        return cls(
+            r.id,
+            r.name,
+            r.model,
+            r.pretrained,
+            r.dim,
+            r.tau,
+            r.min_count,
+            r.qdrant_collection,
+            dict(r.vector_names),
+            r.attached,
+            r.stats_version,
+        )
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise InvalidInputError(
+            f"{name!r} is not a valid collection name: use letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (at most 128 characters)."
+        )
+    return name
+
+
+def get(session: Session, name: str) -> Collection:
+    row = session.execute(select(CollectionRow).where(CollectionRow.name == name)).scalar()
+    if row is None:
+        raise NotFoundError(
+            f"Collection {name!r} does not exist. Create it with `inforank create {name} ...` "
+            "or list collections with `inforank collections`."
+        )
+    return Collection.of(row)
+
+
+def check_model(c: Collection, model: str, pretrained: str) -> None:
+    """Refuse vectors from another model than the collection's."""
+    if model == c.model and (model == EXTERNAL or pretrained == c.pretrained):
+        return
+    raise ConflictError(
+        f"Collection {c.name!r} holds vectors of model {c.model_identity!r}; "
+        f"refusing vectors of {model if model == EXTERNAL else model + ':' + pretrained!r}. "
+        "Use a separate collection per model: scores are only meaningful within one model."
+    )
+
+
+def insert(
+    session: Session,
+    *,
+    name: str,
+    model: str,
+    pretrained: str,
+    dim: int,
+    tau: float,
+    min_count: int,
+    qdrant_collection: str,
+    vector_names: dict[str, str],
+    attached: bool,
+) -> Collection:
+    if session.execute(select(CollectionRow.id).where(CollectionRow.name == name)).scalar():
+        raise ConflictError(f"Collection {name!r} already exists.")
+    if dim < 2:
+        raise InvalidInputError("the dimension must be at least 2.")
+    if tau <= 0:
+        raise InvalidInputError("the temperature tau must be positive.")
+    row = CollectionRow(
+        name=name,
+        model=model,
+        pretrained=pretrained,
+        dim=dim,
+        tau=tau,
+        min_count=min_count,
+        qdrant_collection=qdrant_collection,
+        vector_names=vector_names,
+        attached=attached,
+        stats_version=0,
+    )
+    session.add(row)
+    session.flush()
+    return Collection.of(row)

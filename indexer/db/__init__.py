@@ -1,0 +1,1 @@
+"""SQL persistence of collections, running statistics, items and alignment maps."""

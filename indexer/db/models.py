@@ -1,0 +1,129 @@
+"""SQLAlchemy models. The schema is owned by the Alembic migrations in ``migrations/``;
+CI runs ``alembic check`` so these models and the migrations cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CollectionRow(Base):
+    """One inforank collection. Its row is the lock that serialises statistics writers."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    model: Mapped[str] = mapped_column(String(255))
+    pretrained: Mapped[str] = mapped_column(String(1024))
+    dim: Mapped[int] = mapped_column(Integer)
+    tau: Mapped[float] = mapped_column(Float, default=1.0)
+    min_count: Mapped[int] = mapped_column(Integer, default=32)
+    qdrant_collection: Mapped[str] = mapped_column(String(255))
+    vector_names: Mapped[dict[str, str]] = mapped_column(JSON)
+    attached: Mapped[bool] = mapped_column(Boolean, default=False)
+    stats_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class StatsRow(Base):
+    """Running statistics of one modality; ``kind`` is ``current`` or ``baseline`` (drift)."""
+
+    __tablename__ = "modality_stats"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    modality: Mapped[str] = mapped_column(String(8), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(BigInteger)
+    dim: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[bytes] = mapped_column(LargeBinary)
+    m2: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_mean: Mapped[bytes] = mapped_column(LargeBinary)
+    norm_sum: Mapped[float] = mapped_column(Float)
+    norm_sq_sum: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class PointRow(Base):
+    """One item (a Qdrant point): the user's id, metadata and its sync state with Qdrant."""
+
+    __tablename__ = "points"
+    __table_args__ = (Index("ix_points_dirty", "collection_id", "dirty"),)
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_id: Mapped[Any] = mapped_column(JSON)
+    point_id: Mapped[str] = mapped_column(String(36))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    revision: Mapped[int] = mapped_column(BigInteger, default=1)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class VectorRow(Base):
+    """One modality of one item: the exact unit vector merged into the statistics, its scores."""
+
+    __tablename__ = "item_vectors"
+    __table_args__ = (
+        Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
+    )
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(8), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_norm: Mapped[float] = mapped_column(Float)
+    conformity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    info_gain: Mapped[float | None] = mapped_column(Float, nullable=True)
+    scores_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AlignmentRow(Base):
+    """A fitted text→image map, versioned; at most one is active per collection."""
+
+    __tablename__ = "alignment_maps"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = mapped_column(String(32))
+    shrinkage: Mapped[float] = mapped_column(Float)
+    dim: Mapped[int] = mapped_column(Integer)
+    matrix: Mapped[bytes] = mapped_column(LargeBinary)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    stats_version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

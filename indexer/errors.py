@@ -1,0 +1,54 @@
+"""The one exception hierarchy of inforank.
+
+    InforankError
+    ├── InvalidInputError            bad data from the caller; nothing was written
+    │   ├── InvalidVectorError       NaN/Inf, zero, wrong dimension, wrong shape
+    │   ├── InvalidItemError         empty text, corrupt image, malformed record
+    │   └── InvalidQueryError        bad search parameters (k, filters, fields)
+    ├── NotFoundError                unknown collection, item or alignment map
+    ├── ConflictError                collection exists, model identity mismatch
+    ├── ModelUnavailableError        open_clip weights cannot be loaded (offline, missing extra)
+    └── StorageError                 Qdrant or the database failed underneath us
+
+Errors from dependencies are converted at the boundary (``raise StorageError(...) from exc``);
+the CLI and the HTTP service map these classes to exit codes and status codes in one place.
+Messages are full sentences that say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class InforankError(Exception):
+    """Base class of every error inforank raises on purpose."""
+
+
+class InvalidInputError(InforankError, ValueError):
+    """The caller's data cannot be used; nothing was written."""
+
+
+class InvalidVectorError(InvalidInputError):
+    """A vector is NaN/Inf, zero, or of the wrong dimension or shape."""
+
+
+class InvalidItemError(InvalidInputError):
+    """An item (text, image, record) cannot be read or is empty."""
+
+
+class InvalidQueryError(InvalidInputError):
+    """Search parameters are out of range or name unknown fields."""
+
+
+class NotFoundError(InforankError, LookupError):
+    """A collection, item or alignment map does not exist."""
+
+
+class ConflictError(InforankError):
+    """The request contradicts what is stored (existing collection, model identity)."""
+
+
+class ModelUnavailableError(InforankError):
+    """Encoder weights or the optional ``clip`` extra are unavailable."""
+
+
+class StorageError(InforankError):
+    """Qdrant or the SQL database failed underneath an operation."""

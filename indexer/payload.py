@@ -1,0 +1,36 @@
+"""The Qdrant point of an item, built from its database rows alone (so it can be replayed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from indexer.db.models import PointRow, VectorRow
+from indexer.store.base import StorePoint
+
+
+def unit_of(row: VectorRow) -> np.ndarray:
+    return np.frombuffer(row.vector, dtype="<f4")
+
+
+def payload(point: PointRow, vecs: list[VectorRow]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(point.meta or {})
+    out["inforank_id"] = point.user_id
+    for v in vecs:
+        m = v.modality
+        out[f"{m}_hash"] = v.content_hash
+        if v.source is not None:
+            out[f"{m}_source"] = v.source
+        if v.conformity is not None:
+            out[f"{m}_conformity"] = float(v.conformity)
+        if v.info_gain is not None:
+            out[f"{m}_info_gain"] = float(v.info_gain)
+        if v.scores_version is not None:
+            out[f"{m}_stats_version"] = int(v.scores_version)
+    return out
+
+
+def store_point(point: PointRow, vecs: list[VectorRow], names: dict[str, str]) -> StorePoint:
+    vectors = {names[v.modality]: unit_of(v).tolist() for v in vecs}
+    return StorePoint(point.point_id, vectors, payload(point, vecs))

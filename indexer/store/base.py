@@ -1,0 +1,96 @@
+"""The vector-store interface both backends implement, and the plain records they exchange.
+
+Filters are Qdrant's own JSON filter syntax (``{"must": [{"key": …, "range": {…}}]}``) so users'
+payload filters pass straight through; formulas are a tiny linear form (see :class:`Blend`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StorePoint:
+    id: str
+    vectors: dict[str, list[float]]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] | None = None
+
+
+@dataclass(frozen=True)
+class Blend:
+    """``$score + Σ weight · (field − center)``; a missing field counts as its center (neutral)."""
+
+    terms: tuple[tuple[str, float, float], ...]  # (field, weight, center)
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    vector: list[float]
+    using: str
+    limit: int
+    filter: dict[str, Any] | None = None
+    blend: Blend | None = None
+    depth: int = 0  # prefetch depth when blending
+    with_vectors: bool = False
+
+
+@dataclass
+class ScrollPage:
+    points: list[Hit]
+    next_offset: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(ABC):
+    """What inforank needs from Qdrant; both backends pass the same tests."""
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
+        """Create a collection with named cosine vectors and float payload indexes."""
+
+    @abstractmethod
+    def add_float_indexes(self, name: str, fields: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def vector_sizes(self, name: str) -> dict[str, int]: ...
+
+    @abstractmethod
+    def drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def upsert(self, name: str, points: Sequence[StorePoint]) -> None: ...
+
+    @abstractmethod
+    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
+
+    @abstractmethod
+    def delete(self, name: str, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]: ...
+
+    @abstractmethod
+    def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage: ...
+
+    @abstractmethod
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int: ...
+
+    @abstractmethod
+    def query(self, name: str, spec: QuerySpec) -> list[Hit]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and connections."""

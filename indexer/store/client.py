@@ -1,0 +1,160 @@
+"""qdrant-client backend: a Qdrant server, or qdrant-client's local mode (tests, small data)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from indexer.errors import InvalidQueryError, NotFoundError, StorageError
+from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore
+
+
+def _filter(f: dict[str, Any] | None) -> models.Filter | None:
+    if not f:
+        return None
+    try:
+        return models.Filter.model_validate(f)
+    except ValueError as exc:
+        raise InvalidQueryError(f"The payload filter is not a valid Qdrant filter: {exc}") from exc
+
+
+def _formula(blend: Blend) -> models.FormulaQuery:
+    terms: list[Any] = ["$score"]
+    defaults: dict[str, Any] = {}
+    for key, weight, center in blend.terms:
+        terms.append(models.MultExpression(mult=[weight, models.SumExpression(sum=[key, -center])]))
+        defaults[key] = center
+    return models.FormulaQuery(formula=models.SumExpression(sum=terms), defaults=defaults)
+
+
+def _hit(p: Any) -> Hit:
+    vec = p.vector if isinstance(p.vector, dict) else ({"": p.vector} if p.vector else None)
+    return Hit(str(p.id), float(getattr(p, "score", 0.0) or 0.0), dict(p.payload or {}), vec)
+
+
+class ClientStore(VectorStore):
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                raise NotFoundError(f"Qdrant says: {exc.content!r}") from exc
+            if exc.status_code == 400:
+                raise InvalidQueryError(f"Qdrant rejected the request: {exc.content!r}") from exc
+            raise StorageError(f"Qdrant failed: {exc}") from exc
+        except (ValueError, KeyError) as exc:
+            if "not found" in str(exc).lower():
+                raise NotFoundError(str(exc)) from exc
+            raise InvalidQueryError(f"Qdrant rejected the request: {exc}") from exc
+        except Exception as exc:
+            raise StorageError(f"Qdrant could not be reached or failed: {exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        return bool(self._call(self.client.collection_exists, name))
+
+    def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
+        cfg = {
+            k: models.VectorParams(size=v, distance=models.Distance.COSINE)
+            for k, v in vectors.items()
+        }
+        self._call(self.client.create_collection, name, vectors_config=cfg)
+        self.add_float_indexes(name, float_indexes)
+
+    def add_float_indexes(self, name: str, fields: Sequence[str]) -> None:
+        for f in fields:
+            self._call(
+                self.client.create_payload_index,
+                name,
+                f,
+                field_schema=models.PayloadSchemaType.FLOAT,
+                wait=True,
+            )
+
+    def vector_sizes(self, name: str) -> dict[str, int]:
+        info = self._call(self.client.get_collection, name)
+        v = info.config.params.vectors
+        if isinstance(v, models.VectorParams):
+            return {"": v.size}
+        return {k: p.size for k, p in (v or {}).items()}
+
+    def drop(self, name: str) -> None:
+        self._call(self.client.delete_collection, name)
+
+    def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
+        if points:
+            pts = [models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]
+            self._call(self.client.upsert, name, pts, wait=True)
+
+    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        if not items:
+            return
+        ops = [
+            models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[pid]))
+            for pid, pl in items
+        ]
+        self._call(self.client.batch_update_points, name, ops, wait=True)
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        if ids:
+            sel = models.PointIdsList(points=list(ids))
+            self._call(self.client.delete, name, points_selector=sel, wait=True)
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
+        pts = self._call(
+            self.client.retrieve, name, list(ids), with_payload=True, with_vectors=with_vectors
+        )
+        return [_hit(p) for p in pts]
+
+    def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage:
+        pts, nxt = self._call(
+            self.client.scroll,
+            name,
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return ScrollPage([_hit(p) for p in pts], nxt)
+
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        return int(
+            self._call(self.client.count, name, count_filter=_filter(filter), exact=True).count
+        )
+
+    def query(self, name: str, spec: QuerySpec) -> list[Hit]:
+        flt = _filter(spec.filter)
+        using = spec.using or None
+        if spec.blend is None:
+            res = self._call(
+                self.client.query_points,
+                name,
+                query=spec.vector,
+                using=using,
+                query_filter=flt,
+                limit=spec.limit,
+                with_payload=True,
+                with_vectors=spec.with_vectors,
+            )
+        else:
+            pre = models.Prefetch(
+                query=spec.vector, using=using, filter=flt, limit=max(spec.depth, spec.limit)
+            )
+            res = self._call(
+                self.client.query_points,
+                name,
+                prefetch=pre,
+                query=_formula(spec.blend),
+                limit=spec.limit,
+                with_payload=True,
+                with_vectors=spec.with_vectors,
+            )
+        return [_hit(p) for p in res.points]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,185 @@
+"""Embedded backend: Qdrant Edge, Qdrant's in-process engine, one shard directory per collection.
+
+Chosen as the embedded default because, on a 2-core machine with 100k × 512-d points, it
+upserts in ~14 s and answers an exact filtered + formula query in ~0.1 s, where qdrant-client's
+local mode needs ~5 minutes and 2.6 s (figures in BENCHMARKS.md). Its WAL makes each update
+durable when ``update`` returns. Single process: a shard directory is not shared between
+processes; run a Qdrant server for concurrent writers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from indexer.errors import InvalidQueryError, NotFoundError, StorageError
+from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore
+from indexer.store.edge_filters import to_edge_filter
+
+_META = "inforank-vectors.json"
+
+
+def _pid(s: str) -> uuid.UUID:
+    return uuid.UUID(s)
+
+
+def _hit(p: Any, score: float = 0.0) -> Hit:
+    vec = p.vector
+    if vec is not None and not isinstance(vec, dict):
+        vec = {"": vec}
+    return Hit(str(p.id), score, dict(p.payload or {}), vec)
+
+
+def _formula(blend: Blend) -> qe.Formula:
+    E = qe.Expression
+    terms = [E.Variable("$score")]
+    defaults: dict[str, Any] = {}
+    for key, weight, center in blend.terms:
+        terms.append(E.Mult([E.Constant(weight), E.Sum([E.Variable(key), E.Constant(-center)])]))
+        defaults[key] = center
+    return qe.Formula(E.Sum(terms), defaults=defaults)
+
+
+class EdgeStore(VectorStore):
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._lock = threading.RLock()
+
+    def _path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise InvalidQueryError(f"{name!r} is not a valid collection name.")
+        return self.root / name
+
+    def _shard(self, name: str) -> qe.EdgeShard:
+        with self._lock:
+            s = self._shards.get(name)
+            if s is None:
+                if not self.exists(name):
+                    raise NotFoundError(f"Qdrant Edge collection {name!r} does not exist.")
+                try:
+                    s = qe.EdgeShard.load(str(self._path(name)))
+                except Exception as exc:
+                    raise StorageError(f"Cannot open Qdrant Edge shard {name!r}: {exc}") from exc
+                self._shards[name] = s
+            return s
+
+    def _update(self, name: str, op: Any) -> None:
+        try:
+            self._shard(name).update(op)
+        except (NotFoundError, InvalidQueryError):
+            raise
+        except Exception as exc:
+            raise StorageError(f"Qdrant Edge update failed on {name!r}: {exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        return (self._path(name) / _META).exists()
+
+    def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
+        path = self._path(name)
+        cfg = qe.EdgeConfig(
+            vectors={
+                k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine)
+                for k, v in vectors.items()
+            }
+        )
+        with self._lock:
+            if path.exists():
+                shutil.rmtree(path)  # an unfinished create: no metadata file was written
+            try:
+                self._shards[name] = qe.EdgeShard.create(str(path), cfg)
+            except Exception as exc:
+                raise StorageError(f"Cannot create Qdrant Edge shard at {path}: {exc}") from exc
+            self.add_float_indexes(name, float_indexes)
+            (path / _META).write_text(json.dumps(vectors))
+
+    def add_float_indexes(self, name: str, fields: Sequence[str]) -> None:
+        for f in fields:
+            op = qe.UpdateOperation.create_field_index(f, qe.PayloadSchemaType.Float)
+            with self._lock:
+                s = self._shards.get(name) or self._shard(name)
+                s.update(op)
+
+    def vector_sizes(self, name: str) -> dict[str, int]:
+        meta = self._path(name) / _META
+        if not meta.exists():
+            raise NotFoundError(f"Qdrant Edge collection {name!r} does not exist.")
+        return {k: int(v) for k, v in json.loads(meta.read_text()).items()}
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            s = self._shards.pop(name, None)
+            if s is not None:
+                s.close()
+            shutil.rmtree(self._path(name), ignore_errors=True)
+
+    def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
+        if points:
+            pts = [qe.Point(_pid(p.id), p.vectors, p.payload) for p in points]
+            self._update(name, qe.UpdateOperation.upsert_points(pts))
+
+    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for pid, payload in items:
+            self._update(name, qe.UpdateOperation.set_payload([_pid(pid)], payload))
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._update(name, qe.UpdateOperation.delete_points([_pid(i) for i in ids]))
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
+        recs = self._shard(name).retrieve([_pid(i) for i in ids], True, with_vectors)
+        return [_hit(r) for r in recs]
+
+    def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage:
+        req = qe.ScrollRequest(
+            offset=offset, limit=limit, with_payload=True, with_vector=with_vectors
+        )
+        recs, nxt = self._shard(name).scroll(req)
+        return ScrollPage([_hit(r) for r in recs], nxt)
+
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        return int(
+            self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(filter)))
+        )
+
+    def query(self, name: str, spec: QuerySpec) -> list[Hit]:
+        flt = to_edge_filter(spec.filter)
+        nearest = qe.Query.Nearest(list(map(float, spec.vector)), using=spec.using)
+        if spec.blend is None:
+            req = qe.QueryRequest(
+                limit=spec.limit,
+                query=nearest,
+                filter=flt,
+                with_payload=True,
+                with_vector=spec.with_vectors,
+            )
+        else:
+            pre = qe.Prefetch(limit=max(spec.depth, spec.limit), query=nearest, filter=flt)
+            req = qe.QueryRequest(
+                limit=spec.limit,
+                prefetches=[pre],
+                query=_formula(spec.blend),
+                with_payload=True,
+                with_vector=spec.with_vectors,
+            )
+        try:
+            res = self._shard(name).query(req)
+        except (NotFoundError, InvalidQueryError):
+            raise
+        except Exception as exc:
+            raise InvalidQueryError(f"Qdrant Edge rejected the query: {exc}") from exc
+        return [_hit(p, float(p.score)) for p in res]
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._shards.values():
+                s.close()
+            self._shards.clear()

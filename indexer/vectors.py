@@ -1,0 +1,81 @@
+"""Validation and normalisation of incoming vectors: each bad row is named with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from indexer.errors import InvalidVectorError
+
+#: a row whose norm is below this is "zero": its direction carries no information.
+MIN_NORM = 1e-12
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Rows that passed, as float32 unit vectors (the exact values stored and merged)."""
+
+    unit: NDArray[np.float32]
+    norms: NDArray[np.float64]
+    ok: NDArray[np.bool_]
+    reasons: dict[int, str]
+
+
+def problem(vector: NDArray[np.floating], dim: int) -> str | None:
+    """Why one vector cannot be used, or ``None`` when it can."""
+    v = np.asarray(vector)
+    if v.ndim != 1:
+        return f"expected a 1-D vector, got shape {v.shape}"
+    if v.shape[0] != dim:
+        return f"wrong dimension {v.shape[0]}, the collection expects {dim}"
+    if not np.all(np.isfinite(v)):
+        return "vector contains NaN or Inf"
+    if float(np.linalg.norm(v.astype(np.float64))) < MIN_NORM:
+        return "zero vector has no direction"
+    return None
+
+
+def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
+    """Validate and normalise a 2-D batch; bad rows are reported, good rows kept."""
+    arr = np.asarray(rows)
+    if arr.ndim != 2:
+        raise InvalidVectorError(f"expected a 2-D array of vectors, got shape {arr.shape}.")
+    if arr.shape[1] != dim:
+        reason = f"wrong dimension {arr.shape[1]}, the collection expects {dim}"
+        return Checked(
+            np.zeros((0, dim), np.float32),
+            np.zeros(0),
+            np.zeros(arr.shape[0], bool),
+            dict.fromkeys(range(arr.shape[0]), reason),
+        )
+    a64 = arr.astype(np.float64)
+    finite = np.all(np.isfinite(a64), axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], a64, 0.0), axis=1)
+    ok = finite & (norms >= MIN_NORM)
+    reasons = {
+        int(i): ("vector contains NaN or Inf" if not finite[i] else "zero vector has no direction")
+        for i in np.flatnonzero(~ok)
+    }
+    unit = normalise(a64[ok])
+    return Checked(unit, norms[ok], ok, reasons)
+
+
+def normalise(rows: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Unit rows in float32: normalised in float64, then rounded once.
+
+    The float32 values are what Qdrant stores and what the statistics merge (as float64), so
+    removing an item later subtracts exactly what was added.
+    """
+    a = np.asarray(rows, dtype=np.float64)
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def as_query(vector: NDArray[np.floating] | list[float], dim: int) -> NDArray[np.float64]:
+    """A single query vector, validated and normalised, or an :class:`InvalidVectorError`."""
+    v = np.asarray(vector, dtype=np.float64)
+    why = problem(v, dim)
+    if why:
+        raise InvalidVectorError(f"The query vector is unusable: {why}.")
+    return v / np.linalg.norm(v)

@@ -1,0 +1,341 @@
+"""The transactional half of a write: validate, merge statistics, score, record — in one commit.
+
+Protocol (docs/DESIGN.md, "Crash safety"): the database is the source of truth and Qdrant a
+projection of it. One transaction holds the collection lock, merges/unmerges the statistics,
+stores each item's exact unit vector and scores, and marks its point *dirty*. Only after the
+commit does :mod:`indexer.sync` push dirty points to Qdrant and mark them clean. A crash before
+the commit leaves nothing; a crash after it leaves dirty points that the next run replays
+(upserts are idempotent). Statistics are never counted twice because the item row and the
+statistics change in the same commit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from indexer import collections as catalog
+from indexer.collections import Collection
+from indexer.db.models import PointRow, VectorRow
+from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
+from indexer.errors import InvalidItemError
+from indexer.items import (
+    Item,
+    UserId,
+    check_metadata,
+    check_user_id,
+    derived_id,
+    item_key,
+    point_id,
+    vector_hash,
+)
+from indexer.moments import Moments
+from indexer.payload import unit_of
+from indexer.scoring import score_members
+from indexer.vectors import normalise, problem
+
+IN_CHUNK = 500
+
+
+@dataclass
+class Rejection:
+    index: int
+    id: UserId | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "reason": self.reason}
+
+
+@dataclass
+class BatchReport:
+    ingested: list[UserId] = field(default_factory=list)
+    unchanged: list[UserId] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    stats_version: int = 0
+    changed_keys: list[str] = field(default_factory=list)
+
+    def extend(self, other: BatchReport) -> None:
+        self.ingested += other.ingested
+        self.unchanged += other.unchanged
+        self.rejected += other.rejected
+        self.changed_keys += other.changed_keys
+        self.stats_version = max(self.stats_version, other.stats_version)
+
+
+@dataclass
+class _Good:
+    index: int
+    uid: UserId
+    key: str
+    units: dict[str, np.ndarray]
+    norms: dict[str, float]
+    hashes: dict[str, str]
+    meta: dict[str, Any]
+    sources: dict[str, str]
+
+
+def _validate(
+    c: Collection, items: Sequence[Item], offset: int
+) -> tuple[list[_Good], list[Rejection]]:
+    good: list[_Good] = []
+    bad: list[Rejection] = []
+    seen: set[str] = set()
+    for i, it in enumerate(items):
+        try:
+            if not it.vectors:
+                raise InvalidItemError("item has no vector")
+            raw: dict[str, np.ndarray] = {}
+            for m, v in it.vectors.items():
+                if m not in c.vector_names:
+                    raise InvalidItemError(f"collection {c.name!r} has no {m!r} vectors")
+                raw[m] = np.asarray(v, dtype=np.float64)
+                why = problem(raw[m], c.dim)
+                if why:
+                    raise InvalidItemError(f"{m} vector: {why}")
+            meta = check_metadata(it.metadata or {})
+            hashes = {m: it.hashes.get(m) or vector_hash(it.vectors[m]) for m in it.vectors}
+            uid = (
+                check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
+            )
+            key = item_key(uid)
+            if key in seen:
+                raise InvalidItemError(f"id {uid!r} appears twice in the batch")
+        except InvalidItemError as exc:
+            bad.append(Rejection(offset + i, it.id, str(exc)))
+            continue
+        seen.add(key)
+        norms = {m: float(np.linalg.norm(r)) for m, r in raw.items()}
+        good.append(_Good(offset + i, uid, key, raw, norms, hashes, meta, dict(it.sources)))
+    for m in c.modalities:
+        mine = [g for g in good if m in g.units]
+        if mine:
+            unit = normalise(np.stack([g.units[m] for g in mine]))
+            for g, u in zip(mine, unit, strict=True):
+                g.units[m] = u
+    return good, bad
+
+
+def _rows(session: Session, model: Any, cid: int, keys: Sequence[str]) -> list[Any]:
+    out: list[Any] = []
+    for s in range(0, len(keys), IN_CHUNK):
+        part = keys[s : s + IN_CHUNK]
+        out += (
+            session.execute(
+                select(model).where(model.collection_id == cid, model.item_key.in_(part))
+            )
+            .scalars()
+            .all()
+        )
+    return out
+
+
+def _batch_moments(rows: Iterable[tuple[np.ndarray, float]], dim: int) -> Moments:
+    rows = list(rows)
+    if not rows:
+        return Moments.empty(dim)
+    u = np.stack([r[0] for r in rows]).astype(np.float64)
+    return Moments.from_batch(u, np.array([r[1] for r in rows]))
+
+
+def write(
+    session: Session, cache: StatsCache, coll: Collection, items: Sequence[Item], offset: int = 0
+) -> tuple[BatchReport, dict[str, tuple[int, Moments]]]:
+    """Validate and record one batch in the caller's transaction. Returns the report and the
+    new statistics to publish to the cache once the transaction has committed."""
+    report = BatchReport()
+    good, report.rejected = _validate(coll, items, offset)
+    if not good:
+        return report, {}
+    row = lock_collection(session, coll.id)
+    c = Collection.of(row)
+    keys = [g.key for g in good]
+    existing = {(v.item_key, v.modality): v for v in _rows(session, VectorRow, c.id, keys)}
+    points = {p.item_key: p for p in _rows(session, PointRow, c.id, keys)}
+    adds: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
+    removes: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
+    changed: list[tuple[_Good, str]] = []
+    for g in good:
+        p = points.get(g.key)
+        any_change = p is None or p.deleted
+        for m, u in g.units.items():
+            ex = existing.get((g.key, m))
+            if ex is not None and ex.content_hash == g.hashes[m] and not (p and p.deleted):
+                continue
+            if ex is not None:
+                removes[m].append((unit_of(ex).astype(np.float64), ex.raw_norm))
+            adds[m].append((u, g.norms[m]))
+            changed.append((g, m))
+            any_change = True
+        if not any_change and p is not None and g.meta and {**p.meta, **g.meta} != p.meta:
+            any_change = True
+        (report.ingested if any_change else report.unchanged).append(g.uid)
+    if not report.ingested:
+        report.stats_version = c.stats_version
+        return report, {}
+    version = c.stats_version + 1
+    new: dict[str, tuple[int, Moments]] = {}
+    for m in c.modalities:
+        _, cur = cache.get(session, c.id, m, c.dim)
+        if not adds[m] and not removes[m]:
+            new[m] = (version, cur)
+            continue
+        first = cur.n == 0
+        cur = cur.unmerge(_batch_moments(removes[m], c.dim)).merge(_batch_moments(adds[m], c.dim))
+        write_moments(session, c.id, m, cur, version)
+        if first:
+            write_moments(session, c.id, m, cur, version, kind=BASELINE)
+        new[m] = (version, cur)
+    row.stats_version = version
+    _record(session, c, changed, existing, version, new)
+    _touch_points(session, c, good, points, set(report.ingested), version)
+    fill_pending(session, c, new, version)
+    report.stats_version = version
+    report.changed_keys = [item_key(u) for u in report.ingested]
+    return report, {m: v for m, v in new.items() if adds[m] or removes[m]}
+
+
+def _other(m: str) -> str:
+    return "text" if m == "image" else "image"
+
+
+def _record(
+    session: Session,
+    c: Collection,
+    changed: list[tuple[_Good, str]],
+    existing: dict[tuple[str, str], VectorRow],
+    version: int,
+    new: dict[str, tuple[int, Moments]],
+) -> None:
+    by_mod: dict[str, list[tuple[_Good, str]]] = defaultdict(list)
+    for g, m in changed:
+        by_mod[m].append((g, m))
+    for m, lst in by_mod.items():
+        own = new[m][1]
+        other = new.get(_other(m), (0, Moments.empty(c.dim)))[1]
+        unit = np.stack([g.units[m] for g, _ in lst]).astype(np.float64)
+        sc = score_members(unit, own, other, c.tau, c.min_count)
+        for j, (g, _) in enumerate(lst):
+            vr = existing.get((g.key, m))
+            if vr is None:
+                vr = VectorRow(collection_id=c.id, item_key=g.key, modality=m)
+                session.add(vr)
+            vr.content_hash = g.hashes[m]
+            vr.vector = np.ascontiguousarray(g.units[m], dtype="<f4").tobytes()
+            vr.raw_norm = g.norms[m]
+            vr.source = g.sources.get(m)
+            vr.conformity = None if sc.conformity is None else float(sc.conformity[j])
+            vr.info_gain = None if sc.info_gain is None else float(sc.info_gain[j])
+            vr.scores_version = (
+                version if sc.conformity is not None and sc.info_gain is not None else None
+            )
+
+
+def _touch_points(
+    session: Session,
+    c: Collection,
+    good: list[_Good],
+    points: dict[str, PointRow],
+    changed_ids: set[UserId],
+    version: int,
+) -> None:
+    for g in good:
+        if g.uid not in changed_ids:
+            continue
+        p = points.get(g.key)
+        if p is None:
+            p = PointRow(
+                collection_id=c.id,
+                item_key=g.key,
+                user_id=g.uid,
+                point_id=point_id(c.name, g.key),
+                meta={},
+                revision=0,
+            )
+            session.add(p)
+        p.meta = {**(p.meta or {}), **g.meta} if not p.deleted else dict(g.meta)
+        p.revision = (p.revision or 0) + 1
+        p.dirty = True
+        p.deleted = False
+
+
+def fill_pending(
+    session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int
+) -> int:
+    """Score items whose scores were pending and have become computable. Returns how many."""
+    done = 0
+    for m in c.modalities:
+        own = stats.get(m, (0, Moments.empty(c.dim)))[1]
+        other = stats.get(_other(m), (0, Moments.empty(c.dim)))[1]
+        if own.n < 2 or other.n < c.min_count:
+            continue
+        rows = (
+            session.execute(
+                select(VectorRow).where(
+                    VectorRow.collection_id == c.id,
+                    VectorRow.modality == m,
+                    VectorRow.scores_version.is_(None),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            continue
+        unit = np.stack([unit_of(r) for r in rows]).astype(np.float64)
+        sc = score_members(unit, own, other, c.tau, c.min_count)
+        assert sc.conformity is not None and sc.info_gain is not None
+        for j, r in enumerate(rows):
+            r.conformity = float(sc.conformity[j])
+            r.info_gain = float(sc.info_gain[j])
+            r.scores_version = version
+        mark_dirty(session, c.id, [r.item_key for r in rows])
+        done += len(rows)
+    return done
+
+
+def mark_dirty(session: Session, cid: int, keys: Sequence[str]) -> None:
+    for p in _rows(session, PointRow, cid, list(dict.fromkeys(keys))):
+        p.dirty = True
+        p.revision = (p.revision or 0) + 1
+
+
+def delete(
+    session: Session, cache: StatsCache, coll: Collection, ids: Sequence[UserId]
+) -> tuple[list[UserId], list[UserId], dict[str, tuple[int, Moments]]]:
+    """Remove items and their statistics contribution. Returns (deleted, missing, new stats)."""
+    row = lock_collection(session, coll.id)
+    c = Collection.of(row)
+    keys = [item_key(i) for i in ids]
+    points = {p.item_key: p for p in _rows(session, PointRow, c.id, keys) if not p.deleted}
+    vecs = [v for v in _rows(session, VectorRow, c.id, keys) if v.item_key in points]
+    deleted = [i for i, k in zip(ids, keys, strict=True) if k in points]
+    missing = [i for i, k in zip(ids, keys, strict=True) if k not in points]
+    if not deleted:
+        return deleted, missing, {}
+    version = c.stats_version + 1
+    new: dict[str, tuple[int, Moments]] = {}
+    for m in c.modalities:
+        rem = [(unit_of(v).astype(np.float64), v.raw_norm) for v in vecs if v.modality == m]
+        _, cur = cache.get(session, c.id, m, c.dim)
+        if rem:
+            cur = cur.unmerge(_batch_moments(rem, c.dim))
+            write_moments(session, c.id, m, cur, version)
+        new[m] = (version, cur)
+    for v in vecs:
+        session.delete(v)
+    for p in points.values():
+        p.deleted = True
+        p.dirty = True
+        p.revision = (p.revision or 0) + 1
+    row.stats_version = version
+    return deleted, missing, new
+
+
+__all__ = ["BatchReport", "Rejection", "catalog", "delete", "fill_pending", "write"]
