@@ -1,0 +1,166 @@
+"""The write path on both Qdrant backends: idempotent, incremental, exact, nothing half-written."""
+
+import numpy as np
+import pytest
+
+from indexer.api import Indexer
+from indexer.errors import ConflictError, NotFoundError
+from indexer.items import Item
+from indexer.moments import Moments
+from indexer.vectors import normalise
+from tests.conftest import ellipsoid_pairs
+
+D = 16
+
+
+def _pairs(n, seed=0):
+    img, txt = ellipsoid_pairs(n, D, seed)
+    return [
+        Item({"image": img[i], "text": txt[i]}, id=f"p{i}", metadata={"g": i % 4}) for i in range(n)
+    ]
+
+
+def _scratch(ix: Indexer, name: str, modality: str) -> Moments:
+    _, unit, norms = ix.vectors(name, modality)
+    return Moments.from_batch(unit.astype(np.float64), norms)
+
+
+def _assert_exact(ix: Indexer, name: str) -> None:
+    for m in ("image", "text"):
+        _, got = ix.moments(name, m)
+        want = _scratch(ix, name, m)
+        assert got.n == want.n
+        if want.n:
+            assert np.max(np.abs(got.m2 - want.m2)) <= 1e-9 * np.max(np.abs(want.m2))
+            assert np.max(np.abs(got.mean - want.mean)) <= 1e-9
+
+
+def test_ingest_is_idempotent_and_exact(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=8)
+    items = _pairs(100)
+    r1 = indexer.add("c", items, batch_size=30)
+    assert len(r1.ingested) == 100 and r1.stats_version == 4
+    r2 = indexer.add("c", items, batch_size=30)
+    assert r2.ingested == [] and len(r2.unchanged) == 100
+    assert indexer.collection("c").stats_version == 4  # re-ingest changes nothing
+    assert indexer.store.count("c") == 100
+    _assert_exact(indexer, "c")
+
+
+def test_changed_content_replaces_its_contribution(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=8)
+    items = _pairs(40)
+    indexer.add("c", items)
+    new_img = np.random.default_rng(9).normal(size=D)
+    indexer.add("c", [Item({"image": new_img}, id="p3")])
+    _assert_exact(indexer, "c")
+    _, unit, _ = indexer.vectors("c", "image", keys=['"p3"'])
+    assert np.allclose(unit[0], normalise(new_img[None])[0])
+    payload = indexer.item("c", "p3")
+    assert payload is not None and "text_conformity" in payload  # the text stays
+    assert payload["g"] == 3 and payload["inforank_id"] == "p3"
+
+
+def test_other_modality_added_later_keeps_the_point(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=4)
+    img, txt = ellipsoid_pairs(10, D)
+    indexer.add("c", [Item({"image": img[i]}, id=i, metadata={"a": 1}) for i in range(10)])
+    p = indexer.item("c", 0)
+    assert p is not None and "image_info_gain" not in p  # pending: no texts yet
+    indexer.add("c", [Item({"text": txt[i]}, id=i, metadata={"b": 2}) for i in range(10)])
+    p = indexer.item("c", 0)
+    assert p is not None
+    assert {"a", "b", "image_conformity", "image_info_gain", "text_info_gain"} <= set(p)
+    assert p["image_stats_version"] == 2  # pending scores filled in when texts arrived
+    hit = indexer.store.retrieve("c", [indexer_point(indexer, "c", 0)], with_vectors=True)[0]
+    assert set(hit.vectors or {}) == {"image", "text"}
+
+
+def indexer_point(ix: Indexer, name: str, uid):
+    from indexer.items import item_key, point_id
+
+    return point_id(name, item_key(uid))
+
+
+def test_bad_items_are_rejected_and_good_ones_land(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=4)
+    good = _pairs(5)
+    bad = [
+        Item({"image": np.full(D, np.nan)}, id="nan"),
+        Item({"image": np.zeros(D)}, id="zero"),
+        Item({"image": np.ones(D + 1)}, id="dim"),
+        Item({"audio": np.ones(D)}, id="mod"),
+        Item({"image": np.ones(D)}, id="meta", metadata={"image_info_gain": 3}),
+        Item({}, id="empty"),
+        Item({"image": np.ones(D)}, id=True),  # type: ignore[arg-type]
+    ]
+    rep = indexer.add("c", good[:2] + bad + good[2:])
+    assert len(rep.ingested) == 5
+    reasons = {r.id: r.reason for r in rep.rejected}
+    assert reasons == {
+        "nan": "image vector: vector contains NaN or Inf",
+        "zero": "image vector: zero vector has no direction",
+        "dim": "image vector: wrong dimension 17, the collection expects 16",
+        "mod": "collection 'c' has no 'audio' vectors",
+        "meta": "metadata uses field names reserved by inforank: ['image_info_gain']",
+        "empty": "item has no vector",
+        True: "an id must be a string or an integer, got True",
+    }
+    assert indexer.moments("c", "image")[1].n == 5
+    _assert_exact(indexer, "c")
+
+
+def test_all_bad_batch_leaves_statistics_untouched(indexer: Indexer):
+    indexer.create_collection("c", dim=D)
+    indexer.add("c", _pairs(3))
+    before = indexer.collection("c").stats_version
+    rep = indexer.add("c", [Item({"image": np.full(D, np.inf)}, id="x")])
+    assert rep.ingested == [] and len(rep.rejected) == 1
+    assert indexer.collection("c").stats_version == before
+
+
+def test_delete_removes_points_and_contribution(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=4)
+    indexer.add("c", _pairs(30))
+    out = indexer.delete("c", ["p1", "p2", "nope"])
+    assert out == {"deleted": ["p1", "p2"], "missing": ["nope"]}
+    assert indexer.store.count("c") == 28
+    assert indexer.item("c", "p1") is None
+    _assert_exact(indexer, "c")
+    rep = indexer.add("c", _pairs(30)[:3])  # re-adding deleted ids brings them back
+    assert rep.ingested == ["p1", "p2"] and rep.unchanged == ["p0"]
+    assert indexer.store.count("c") == 30
+    _assert_exact(indexer, "c")
+
+
+def test_model_mismatch_and_unknown_collection(indexer: Indexer):
+    indexer.create_collection("c", dim=D, model="ViT-B-32", pretrained="openai")
+    with pytest.raises(ConflictError, match="holds vectors of model 'ViT-B-32:openai'"):
+        indexer.add("c", _pairs(2), model=("ViT-B-16", "openai"))
+    with pytest.raises(NotFoundError, match="Collection 'nope' does not exist"):
+        indexer.add("nope", _pairs(2))
+    with pytest.raises(ConflictError, match="already exists"):
+        indexer.create_collection("c", dim=D)
+
+
+def test_ids_keep_their_type(indexer: Indexer):
+    indexer.create_collection("c", dim=D)
+    img, _ = ellipsoid_pairs(2, D)
+    indexer.add("c", [Item({"image": img[0]}, id=1), Item({"image": img[1]}, id="1")])
+    assert indexer.item("c", 1)["inforank_id"] == 1  # type: ignore[index]
+    assert indexer.item("c", "1")["inforank_id"] == "1"  # type: ignore[index]
+    assert indexer.store.count("c") == 2
+
+
+def test_rescore_follows_drift(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=4)
+    indexer.add("c", _pairs(10))
+    indexer.add("c", _pairs(200, seed=1)[10:])
+    rep = indexer.rescore("c", threshold=0.05)
+    # only the 10 pairs scored at version 1 are stale; the rest were scored at version 2
+    assert not rep.skipped and rep.rescored == 20
+    assert all(d is not None and d > 0.05 for d in rep.drift.values())
+    again = indexer.rescore("c", threshold=0.05)
+    assert again.skipped and all(d == 0 for d in again.drift.values())
+    s = indexer.scores("c", "image")
+    assert set(s["version"].tolist()) == {indexer.collection("c").stats_version}
