@@ -142,6 +142,9 @@ class Indexer:
         buf: list[Item] = []
         offset = 0
         for it in items:
+            if isinstance(it, writer.Rejection):  # a reader could not even build the item
+                total.rejected.append(it)
+                continue
             buf.append(it)
             if len(buf) >= batch_size:
                 total.extend(self._write_batch(c, buf, offset))
@@ -196,8 +199,7 @@ class Indexer:
                 select(PointRow.user_id, VectorRow.vector, VectorRow.raw_norm)
                 .join(
                     PointRow,
-                    (PointRow.collection_id == VectorRow.collection_id)
-                    & (PointRow.item_key == VectorRow.item_key),
+                    (PointRow.collection_id == VectorRow.collection_id) & (PointRow.item_key == VectorRow.item_key),
                 )
                 .where(VectorRow.collection_id == c.id, VectorRow.modality == modality)
                 .order_by(VectorRow.item_key)
@@ -225,8 +227,7 @@ class Indexer:
                 )
                 .join(
                     PointRow,
-                    (PointRow.collection_id == VectorRow.collection_id)
-                    & (PointRow.item_key == VectorRow.item_key),
+                    (PointRow.collection_id == VectorRow.collection_id) & (PointRow.item_key == VectorRow.item_key),
                 )
                 .where(VectorRow.collection_id == c.id, VectorRow.modality == modality)
                 .order_by(VectorRow.item_key)
@@ -320,8 +321,7 @@ class Indexer:
                         select(VectorRow)
                         .where(
                             VectorRow.collection_id == c.id,
-                            (VectorRow.scores_version < row.stats_version)
-                            | VectorRow.scores_version.is_(None),
+                            (VectorRow.scores_version < row.stats_version) | VectorRow.scores_version.is_(None),
                         )
                         .order_by(VectorRow.item_key)
                         .limit(batch_size)
@@ -387,6 +387,4 @@ class Indexer:
 
     def check_dim(self, c: Collection, dim: int) -> None:
         if dim != c.dim:
-            raise InvalidInputError(
-                f"Vectors have dimension {dim}, but collection {c.name!r} expects {c.dim}."
-            )
+            raise InvalidInputError(f"Vectors have dimension {dim}, but collection {c.name!r} expects {c.dim}.")

@@ -89,9 +89,7 @@ class Moments:
         if part.n == 0:
             return self
         if part.n > self.n:
-            raise InvalidInputError(
-                f"cannot remove {part.n} vectors from statistics holding {self.n}."
-            )
+            raise InvalidInputError(f"cannot remove {part.n} vectors from statistics holding {self.n}.")
         if part.n == self.n:
             return Moments.empty(self.dim)
         n = self.n - part.n

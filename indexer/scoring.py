@@ -17,9 +17,7 @@ class Scored:
     info_gain: NDArray[np.float64] | None
 
 
-def score_members(
-    unit: NDArray[np.floating], own: Moments, other: Moments, tau: float, min_count: int
-) -> Scored:
+def score_members(unit: NDArray[np.floating], own: Moments, other: Moments, tau: float, min_count: int) -> Scored:
     """Scores of vectors that are members of ``own`` (already merged into it).
 
     Conformity needs two items in the modality; information gain needs ``min_count`` items of
@@ -36,7 +34,7 @@ def drift(now: Moments, base: Moments) -> float | None:
     """Relative change of the mean and covariance since ``base``: the larger of the two."""
     if base.n == 0 or now.n == 0:
         return None
-    dm = np.linalg.norm(now.mean - base.mean) / max(np.linalg.norm(now.mean), 1e-12)
+    dm = float(np.linalg.norm(now.mean - base.mean)) / max(float(np.linalg.norm(now.mean)), 1e-12)
     cn = now.covariance
-    dc = np.linalg.norm(cn - base.covariance) / max(np.linalg.norm(cn), 1e-12)
+    dc = float(np.linalg.norm(cn - base.covariance)) / max(float(np.linalg.norm(cn)), 1e-12)
     return float(max(dm, dc))

@@ -60,16 +60,12 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[PointRow]) ->
     keys = [p.item_key for p in live]
     for start in range(0, len(keys), 500):
         for v in s.execute(
-            select(VectorRow).where(
-                VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500])
-            )
+            select(VectorRow).where(VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500]))
         ).scalars():
             vecs[v.item_key].append(v)
     if live:
         if c.attached:  # adopted collection: never touch the user's vectors
-            store.set_payload(
-                c.qdrant_collection, [(p.point_id, payload(p, vecs[p.item_key])) for p in live]
-            )
+            store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vecs[p.item_key])) for p in live])
         else:
             store.upsert(
                 c.qdrant_collection,

@@ -81,9 +81,7 @@ class _Good:
     sources: dict[str, str]
 
 
-def _validate(
-    c: Collection, items: Sequence[Item], offset: int
-) -> tuple[list[_Good], list[Rejection]]:
+def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_Good], list[Rejection]]:
     good: list[_Good] = []
     bad: list[Rejection] = []
     seen: set[str] = set()
@@ -101,9 +99,7 @@ def _validate(
                     raise InvalidItemError(f"{m} vector: {why}")
             meta = check_metadata(it.metadata or {})
             hashes = {m: it.hashes.get(m) or vector_hash(it.vectors[m]) for m in it.vectors}
-            uid = (
-                check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
-            )
+            uid = check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
             key = item_key(uid)
             if key in seen:
                 raise InvalidItemError(f"id {uid!r} appears twice in the batch")
@@ -127,11 +123,7 @@ def _rows(session: Session, model: Any, cid: int, keys: Sequence[str]) -> list[A
     for s in range(0, len(keys), IN_CHUNK):
         part = keys[s : s + IN_CHUNK]
         out += (
-            session.execute(
-                select(model).where(model.collection_id == cid, model.item_key.in_(part))
-            )
-            .scalars()
-            .all()
+            session.execute(select(model).where(model.collection_id == cid, model.item_key.in_(part))).scalars().all()
         )
     return out
 
@@ -232,9 +224,7 @@ def _record(
             vr.source = g.sources.get(m)
             vr.conformity = None if sc.conformity is None else float(sc.conformity[j])
             vr.info_gain = None if sc.info_gain is None else float(sc.info_gain[j])
-            vr.scores_version = (
-                version if sc.conformity is not None and sc.info_gain is not None else None
-            )
+            vr.scores_version = version if sc.conformity is not None and sc.info_gain is not None else None
 
 
 def _touch_points(
@@ -265,9 +255,7 @@ def _touch_points(
         p.deleted = False
 
 
-def fill_pending(
-    session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int
-) -> int:
+def fill_pending(session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int) -> int:
     """Score items whose scores were pending and have become computable. Returns how many."""
     done = 0
     for m in c.modalities:

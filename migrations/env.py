@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+
 from indexer.db.engine import make_engine
 from indexer.db.models import Base
 
@@ -29,9 +30,7 @@ def run_online() -> None:
     engine = make_engine(_url())
     try:
         with engine.connect() as conn:
-            context.configure(
-                connection=conn, target_metadata=target_metadata, render_as_batch=True
-            )
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
                 context.run_migrations()
     finally:

@@ -30,7 +30,7 @@ def _run(db: str, edge: Path, kill_after: tuple[int, float] | None) -> int | Non
         stderr=subprocess.PIPE,
     )
     if kill_after is None:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
         return proc.returncode
     batches, delay = kill_after
@@ -70,11 +70,7 @@ def _check(db: str, edge: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_kill_dash_nine_then_rerun_agrees(backend, tmp_path: Path, request):
-    db = (
-        f"sqlite:///{tmp_path / 'db.sqlite'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     edge = tmp_path / "edge"
     killed = 0
     rng = np.random.default_rng(7)

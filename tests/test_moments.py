@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -39,7 +41,7 @@ def _close(a: Moments, b: Moments, rtol: float = 1e-9, scale: Moments | None = N
 def test_merging_any_partition_in_any_order_equals_scratch(n, d, seed, cuts, order_seed):
     u, norms = _data(n, d, seed)
     edges = sorted({0, n, *(int(c * n) for c in cuts)})
-    parts = [Moments.from_batch(u[a:b], norms[a:b]) for a, b in zip(edges, edges[1:], strict=False)]
+    parts = [Moments.from_batch(u[a:b], norms[a:b]) for a, b in itertools.pairwise(edges)]
     np.random.default_rng(order_seed).shuffle(parts)
     acc = Moments.empty(d)
     for p in parts:
@@ -74,9 +76,7 @@ def test_removing_everything_gives_empty_and_too_much_is_refused():
     u, norms = _data(10, 4, 2)
     m = Moments.from_batch(u, norms)
     assert m.unmerge(m).n == 0
-    with pytest.raises(
-        InvalidInputError, match="cannot remove 10 vectors from statistics holding 5"
-    ):
+    with pytest.raises(InvalidInputError, match="cannot remove 10 vectors from statistics holding 5"):
         Moments.from_batch(u[:5], norms[:5]).unmerge(m)
 
 

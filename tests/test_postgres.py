@@ -36,10 +36,7 @@ def test_concurrent_writers_lose_no_update(pg_url: str):
     ix = Indexer(pg_url, QdrantLocation(local_path=":memory:"))
     ix.create_collection("c", dim=workers.D, min_count=8)
     ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=workers.concurrent_writer, args=(pg_url, k * 60, (k + 1) * 60, 7))
-        for k in range(4)
-    ]
+    procs = [ctx.Process(target=workers.concurrent_writer, args=(pg_url, k * 60, (k + 1) * 60, 7)) for k in range(4)]
     for p in procs:
         p.start()
     for p in procs:

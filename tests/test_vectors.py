@@ -29,8 +29,6 @@ def test_check_rows_keeps_good_rows_and_reports_bad():
 
 
 def test_query_vector_errors_are_clear():
-    with pytest.raises(
-        InvalidVectorError, match="The query vector is unusable: vector contains NaN"
-    ):
+    with pytest.raises(InvalidVectorError, match="The query vector is unusable: vector contains NaN"):
         as_query([np.nan, 1.0], 2)
     assert np.allclose(as_query([0.0, 3.0], 2), [0, 1])

@@ -15,9 +15,7 @@ D = 16
 
 def _pairs(n, seed=0):
     img, txt = ellipsoid_pairs(n, D, seed)
-    return [
-        Item({"image": img[i], "text": txt[i]}, id=f"p{i}", metadata={"g": i % 4}) for i in range(n)
-    ]
+    return [Item({"image": img[i], "text": txt[i]}, id=f"p{i}", metadata={"g": i % 4}) for i in range(n)]
 
 
 def _scratch(ix: Indexer, name: str, modality: str) -> Moments:

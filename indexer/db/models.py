@@ -54,9 +54,7 @@ class StatsRow(Base):
 
     __tablename__ = "modality_stats"
 
-    collection_id: Mapped[int] = mapped_column(
-        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
-    )
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     modality: Mapped[str] = mapped_column(String(8), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
@@ -76,9 +74,7 @@ class PointRow(Base):
     __tablename__ = "points"
     __table_args__ = (Index("ix_points_dirty", "collection_id", "dirty"),)
 
-    collection_id: Mapped[int] = mapped_column(
-        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
-    )
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     user_id: Mapped[Any] = mapped_column(JSON)
     point_id: Mapped[str] = mapped_column(String(36))
@@ -92,13 +88,9 @@ class VectorRow(Base):
     """One modality of one item: the exact unit vector merged into the statistics, its scores."""
 
     __tablename__ = "item_vectors"
-    __table_args__ = (
-        Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
-    )
+    __table_args__ = (Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),)
 
-    collection_id: Mapped[int] = mapped_column(
-        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
-    )
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     modality: Mapped[str] = mapped_column(String(8), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -115,9 +107,7 @@ class AlignmentRow(Base):
 
     __tablename__ = "alignment_maps"
 
-    collection_id: Mapped[int] = mapped_column(
-        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
-    )
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     method: Mapped[str] = mapped_column(String(32))
     shrinkage: Mapped[float] = mapped_column(Float)

@@ -59,10 +59,7 @@ class ClientStore(VectorStore):
         return bool(self._call(self.client.collection_exists, name))
 
     def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
-        cfg = {
-            k: models.VectorParams(size=v, distance=models.Distance.COSINE)
-            for k, v in vectors.items()
-        }
+        cfg = {k: models.VectorParams(size=v, distance=models.Distance.COSINE) for k, v in vectors.items()}
         self._call(self.client.create_collection, name, vectors_config=cfg)
         self.add_float_indexes(name, float_indexes)
 
@@ -88,16 +85,13 @@ class ClientStore(VectorStore):
 
     def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
         if points:
-            pts = [models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points]
+            pts = [models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points]
             self._call(self.client.upsert, name, pts, wait=True)
 
     def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         if not items:
             return
-        ops = [
-            models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[pid]))
-            for pid, pl in items
-        ]
+        ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[pid])) for pid, pl in items]
         self._call(self.client.batch_update_points, name, ops, wait=True)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
@@ -106,9 +100,7 @@ class ClientStore(VectorStore):
             self._call(self.client.delete, name, points_selector=sel, wait=True)
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
-        pts = self._call(
-            self.client.retrieve, name, list(ids), with_payload=True, with_vectors=with_vectors
-        )
+        pts = self._call(self.client.retrieve, name, list(ids), with_payload=True, with_vectors=with_vectors)
         return [_hit(p) for p in pts]
 
     def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage:
@@ -123,9 +115,7 @@ class ClientStore(VectorStore):
         return ScrollPage([_hit(p) for p in pts], nxt)
 
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return int(
-            self._call(self.client.count, name, count_filter=_filter(filter), exact=True).count
-        )
+        return int(self._call(self.client.count, name, count_filter=_filter(filter), exact=True).count)
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)
@@ -142,9 +132,7 @@ class ClientStore(VectorStore):
                 with_vectors=spec.with_vectors,
             )
         else:
-            pre = models.Prefetch(
-                query=spec.vector, using=using, filter=flt, limit=max(spec.depth, spec.limit)
-            )
+            pre = models.Prefetch(query=spec.vector, using=using, filter=flt, limit=max(spec.depth, spec.limit))
             res = self._call(
                 self.client.query_points,
                 name,

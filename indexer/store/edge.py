@@ -86,10 +86,7 @@ class EdgeStore(VectorStore):
     def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
         path = self._path(name)
         cfg = qe.EdgeConfig(
-            vectors={
-                k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine)
-                for k, v in vectors.items()
-            }
+            vectors={k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine) for k, v in vectors.items()}
         )
         with self._lock:
             if path.exists():
@@ -123,7 +120,7 @@ class EdgeStore(VectorStore):
 
     def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
         if points:
-            pts = [qe.Point(_pid(p.id), p.vectors, p.payload) for p in points]
+            pts = [qe.Point(_pid(p.id), dict(p.vectors), p.payload) for p in points]
             self._update(name, qe.UpdateOperation.upsert_points(pts))
 
     def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -139,16 +136,12 @@ class EdgeStore(VectorStore):
         return [_hit(r) for r in recs]
 
     def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage:
-        req = qe.ScrollRequest(
-            offset=offset, limit=limit, with_payload=True, with_vector=with_vectors
-        )
+        req = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=with_vectors)
         recs, nxt = self._shard(name).scroll(req)
         return ScrollPage([_hit(r) for r in recs], nxt)
 
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return int(
-            self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(filter)))
-        )
+        return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(filter))))
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = to_edge_filter(spec.filter)

@@ -19,7 +19,7 @@ def to_edge_filter(f: dict[str, Any] | None) -> qe.Filter | None:
     unknown = set(f) - {"must", "should", "must_not"}
     if unknown:
         raise InvalidQueryError(f"Unsupported filter clause(s): {sorted(unknown)}.")
-    parts = {k: [_condition(c) for c in _as_list(f.get(k))] or None for k in f}
+    parts: dict[str, Any] = {k: [_condition(c) for c in _as_list(f.get(k))] or None for k in f}
     return qe.Filter(**parts)
 
 
@@ -49,9 +49,7 @@ def _condition(c: Any) -> Any:
         r = c["range"]
         if not isinstance(r, dict) or not set(r) <= _RANGE_KEYS:
             raise InvalidQueryError(f"A range takes gte/gt/lte/lt, got {r!r}.")
-        return qe.FieldCondition(
-            key=key, range=qe.RangeFloat(**{k: float(v) for k, v in r.items()})
-        )
+        return qe.FieldCondition(key=key, range=qe.RangeFloat(**{k: float(v) for k, v in r.items()}))
     if "match" in c:
         return qe.FieldCondition(key=key, match=_match(c["match"]))
     raise InvalidQueryError(f"Unsupported field condition on {key!r}: {c!r}.")

@@ -22,9 +22,7 @@ class QdrantLocation:
     def __post_init__(self) -> None:
         given = [x for x in (self.url, self.local_path, self.edge_path) if x]
         if len(given) != 1:
-            raise InvalidInputError(
-                "Give exactly one Qdrant location: a server url, a local_path, or an edge_path."
-            )
+            raise InvalidInputError("Give exactly one Qdrant location: a server url, a local_path, or an edge_path.")
 
     def describe(self) -> str:
         if self.url:
@@ -46,7 +44,5 @@ def open_store(loc: QdrantLocation) -> VectorStore:
     if loc.url:
         return ClientStore(QdrantClient(url=loc.url, api_key=loc.api_key, timeout=60))
     return ClientStore(
-        QdrantClient(location=":memory:")
-        if loc.local_path == ":memory:"
-        else QdrantClient(path=loc.local_path)
+        QdrantClient(location=":memory:") if loc.local_path == ":memory:" else QdrantClient(path=loc.local_path)
     )

@@ -1,0 +1,259 @@
+"""``inforank`` write-side commands: a thin layer over :class:`indexer.api.Indexer`.
+
+Each command builds the library object from the environment (the edge), makes one call and
+prints the result; library errors become messages and exit codes in :func:`run` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from tqdm import tqdm
+
+from indexer import errors
+from indexer.api import Indexer
+from indexer.settings import Settings
+
+T = TypeVar("T")
+EXIT = {
+    errors.InvalidInputError: 2,
+    errors.NotFoundError: 3,
+    errors.ConflictError: 4,
+    errors.ModelUnavailableError: 5,
+    errors.StorageError: 6,
+}
+REJECTED_EXIT = 1
+
+app = typer.Typer(
+    help="inforank: geometry scores (conformity, information gain) for multimodal retrieval "
+    "on Qdrant. Embedded by default (./data); set INFORANK_QDRANT_URL and "
+    "INFORANK_DATABASE_URL for a Qdrant server and PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def fail(exc: errors.InforankError) -> NoReturn:
+    code = next((c for k, c in EXIT.items() if isinstance(exc, k)), 1)
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def opened() -> Iterator[Indexer]:
+    """The library object for this process's environment; errors become exit codes."""
+    try:
+        s = Settings()
+        ix = Indexer(s.db_url(), s.qdrant())
+    except errors.InforankError as exc:
+        fail(exc)
+    try:
+        yield ix
+    except errors.InforankError as exc:
+        fail(exc)
+    finally:
+        ix.close()
+
+
+def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_json_default) if as_json else text(data))
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    return str(o)
+
+
+def progress(total: int | None, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, disable=None, smoothing=0.1)
+
+
+@app.command()
+def create(
+    name: str,
+    dim: Annotated[int | None, typer.Option(help="Vector dimension (taken from the model if omitted).")] = None,
+    model: Annotated[str, typer.Option(help="open_clip model name, or 'external' for your own vectors.")] = "external",
+    pretrained: Annotated[str, typer.Option(help="open_clip pretrained tag or checkpoint path.")] = "",
+    tau: Annotated[float, typer.Option(help="Temperature of information gain (1 = faithful).")] = 1.0,
+    min_count: Annotated[
+        int, typer.Option(help="Items of the other modality before information gain is computed.")
+    ] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a collection. Example: inforank create photos --dim 512"""
+    with opened() as ix:
+        if dim is None:
+            if model == "external":
+                fail(errors.InvalidInputError("Give --dim for a collection of external vectors."))
+            from indexer.encoders import ClipEncoder
+
+            dim = ClipEncoder.load(model, pretrained).dim
+        c = ix.create_collection(name, dim=dim, model=model, pretrained=pretrained, tau=tau, min_count=min_count)
+        emit(c.__dict__, as_json, lambda d: f"created {d['name']} (dim {d['dim']}, model {c.model_identity})")
+
+
+@app.command("collections")
+def list_collections(as_json: JsonOpt = False) -> None:
+    """List collections. Example: inforank collections --json"""
+    with opened() as ix:
+        rows = [c.__dict__ for c in ix.collections()]
+        emit(
+            rows,
+            as_json,
+            lambda rs: (
+                "\n".join(f"{r['name']}\tdim={r['dim']}\tmodel={r['model']}\tversion={r['stats_version']}" for r in rs)
+                or "no collections"
+            ),
+        )
+
+
+@app.command()
+def ingest(
+    collection: str,
+    vectors: Annotated[Path | None, typer.Option(help=".npy/.npz/.parquet/.jsonl of precomputed vectors.")] = None,
+    modality: Annotated[str | None, typer.Option(help="image or text, with --vectors.")] = None,
+    ids: Annotated[Path | None, typer.Option(help="File of ids, one per line, for a .npy.")] = None,
+    texts: Annotated[
+        Path | None, typer.Option(help="Texts: one per line, or JSON lines with id/text/metadata.")
+    ] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of jpg/png/webp images (recursive).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per commit.")] = 1024,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add items; re-ingesting the same content changes nothing.
+
+    Example: inforank ingest photos --vectors emb.npz --modality image
+    """
+    from indexer import sources
+
+    if sum(x is not None for x in (vectors, texts, images)) != 1:
+        fail(errors.InvalidInputError("Give exactly one of --vectors, --texts or --images."))
+    with opened() as ix:
+        c = ix.collection(collection)
+        if vectors is not None:
+            if modality not in ("image", "text"):
+                fail(errors.InvalidInputError("--vectors needs --modality image or --modality text."))
+            reads: Any = sources.vector_items(vectors, modality, ids)
+            total = None
+        else:
+            if c.model == "external":
+                fail(
+                    errors.InvalidInputError(
+                        f"Collection {c.name!r} holds external vectors: encode texts/images yourself "
+                        "and use --vectors, or create a collection with --model and --pretrained."
+                    )
+                )
+            from indexer.encoders import ClipEncoder
+
+            enc = ClipEncoder.load(c.model, c.pretrained)
+            if texts is not None:
+                reads, total = sources.text_items(texts, enc), None
+            else:
+                assert images is not None
+                reads, total = sources.image_items(images, enc), sources.count_images(images)
+        with progress(total, f"ingest {collection}") as bar:
+            rep = ix.add(collection, reads, batch_size=batch_size, progress=bar.update)
+        out = {
+            "collection": collection,
+            "ingested": len(rep.ingested),
+            "skipped_duplicates": len(rep.unchanged),
+            "rejected": [r.as_dict() for r in rep.rejected],
+            "stats_version": rep.stats_version,
+        }
+        emit(out, as_json, _ingest_text)
+        if rep.rejected:
+            raise typer.Exit(REJECTED_EXIT)
+
+
+def _ingest_text(d: dict[str, Any]) -> str:
+    lines = [
+        f"ingested {d['ingested']}, skipped {d['skipped_duplicates']} duplicates, "
+        f"rejected {len(d['rejected'])} (statistics version {d['stats_version']})"
+    ]
+    lines += [f"  rejected #{r['index']} id={r['id']!r}: {r['reason']}" for r in d["rejected"][:50]]
+    return "\n".join(lines)
+
+
+@app.command()
+def stats(collection: str, as_json: JsonOpt = False) -> None:
+    """Per-modality count, mean norm, version, drift and diagnostics. Example: inforank stats photos"""
+    with opened() as ix:
+        emit(ix.stats(collection), as_json, _stats_text)
+
+
+def _stats_text(d: dict[str, Any]) -> str:
+    out = [f"{d['collection']}  model={d['model']}  dim={d['dim']}  tau={d['tau']}  version={d['stats_version']}"]
+    for m, s in d["modalities"].items():
+        drift = "n/a" if s["drift"] is None else f"{s['drift']:.4f}"
+        iso = s.get("isotropy", {})
+        out.append(
+            f"  {m:5s} count={s['count']:<8d} |mean|={s['mean_norm']:.4f} version={s['stats_version']} "
+            f"drift={drift} pending={s['pending_scores']} I1={iso.get('i1', float('nan')):.3g} "
+            f"I2={iso.get('i2', float('nan')):.3g} shell_rms={s['shell']['rms_radius']:.4f}"
+        )
+    if "gap" in d:
+        out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
+    return "\n".join(out)
+
+
+@app.command()
+def delete(
+    collection: str,
+    ids: Annotated[str, typer.Option(help="Comma-separated ids (integers are taken as integers).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete items and their statistics contribution. Example: inforank delete photos --ids a,b"""
+    parsed: list[str | int] = [
+        int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in ids.split(",") if x.strip()
+    ]
+    with opened() as ix:
+        out = ix.delete(collection, parsed)
+        emit(out, as_json, lambda d: f"deleted {len(d['deleted'])}, not found {d['missing']}")
+
+
+@app.command()
+def rescore(
+    collection: str,
+    all_: Annotated[bool, typer.Option("--all", help="Rescore even if drift is below the threshold.")] = False,
+    threshold: Annotated[float, typer.Option(help="Relative drift of mean/covariance that triggers a rescore.")] = 0.05,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute stored scores when statistics drifted; resumable. Example: inforank rescore photos"""
+    with opened() as ix, progress(None, f"rescore {collection}") as bar:
+        rep = ix.rescore(collection, threshold=threshold, all=all_, progress=bar.update)
+        emit(
+            rep.__dict__,
+            as_json,
+            lambda d: (
+                ("skipped: drift below threshold " if d["skipped"] else f"rescored {d['rescored']} ")
+                + f"(drift {d['drift']})"
+            ),
+        )
+
+
+@app.command()
+def sync(collection: str) -> None:
+    """Replay points an interrupted run left unsynced to Qdrant. Example: inforank sync photos"""
+    with opened() as ix:
+        typer.echo(f"pushed {ix.sync(collection)} points")
+
+
+@app.command()
+def drop(collection: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Delete a collection and its Qdrant points. Example: inforank drop photos --yes"""
+    if not yes:
+        typer.confirm(f"Drop collection {collection} and all its points?", abort=True)
+    with opened() as ix:
+        ix.drop_collection(collection)
+        typer.echo(f"dropped {collection}")

@@ -1,0 +1,88 @@
+"""Turning files into items: vectors as given, texts and images through an encoder.
+
+Ids: vectors keep the file's ids (or derive one from content + model); texts keep a JSON-lines
+``id``; images take their path relative to the folder, without suffix, so ``cats/1.jpg`` pairs
+with a text whose id is ``"cats/1"``. Same id, other modality = the same point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexer.errors import InvalidItemError
+from indexer.items import Item, content_hash
+from indexer.readers import find_images, read_texts, read_vectors, text_hash
+from indexer.writer import Rejection
+
+Read = Item | Rejection
+
+
+class Encoder(Protocol):
+    def encode_texts(self, texts: list[str]) -> np.ndarray: ...
+    def encode_images(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]: ...
+
+
+def vector_items(path: Path, modality: str, ids_file: Path | None = None) -> Iterator[Read]:
+    ids = None
+    if ids_file is not None:
+        ids = [ln.strip() for ln in Path(ids_file).read_text().splitlines() if ln.strip()]
+    yield from read_vectors(path, modality, ids)
+
+
+def text_items(path: Path, encoder: Encoder, batch: int = 64) -> Iterator[Read]:
+    buf: list[tuple[int, Any, str, dict[str, Any]]] = []
+    for rec in read_texts(path):
+        if isinstance(rec, Rejection):
+            yield rec
+            continue
+        buf.append(rec)
+        if len(buf) >= batch:
+            yield from _encode_texts(buf, encoder)
+            buf = []
+    if buf:
+        yield from _encode_texts(buf, encoder)
+
+
+def _encode_texts(buf: list[tuple[int, Any, str, dict[str, Any]]], enc: Encoder) -> Iterator[Read]:
+    vecs = enc.encode_texts([t for _, _, t, _ in buf])
+    for (_, uid, text, meta), v in zip(buf, vecs, strict=True):
+        yield Item(
+            {"text": v},
+            id=uid,
+            metadata=meta,
+            hashes={"text": text_hash(text)},
+            sources={"text": text},
+        )
+
+
+def image_items(root: Path, encoder: Encoder, batch: int = 32) -> Iterator[Read]:
+    root = Path(root)
+    paths = find_images(root)
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        vecs, bad = encoder.encode_images(chunk)
+        for j, p in enumerate(chunk):
+            uid = str(p.relative_to(root).with_suffix(""))
+            if j in bad:
+                yield Rejection(start + j, uid, bad[j])
+                continue
+            try:
+                h = content_hash(p.read_bytes())
+            except OSError as exc:
+                yield Rejection(start + j, uid, str(InvalidItemError(f"unreadable image: {exc}")))
+                continue
+            yield Item(
+                {"image": vecs[j]},
+                id=uid,
+                metadata={},
+                hashes={"image": h},
+                sources={"image": str(p.resolve())},
+            )
+
+
+def count_images(root: Path) -> int:
+    return len(find_images(root))

@@ -1,0 +1,204 @@
+"""Procrustes-aligned query space (isotropy paper 3.1.3): text queries moved into image space.
+
+Fit on the collection's own paired items (ids that hold both vectors), with shrinkage towards
+the identity — ``argmin_Ω |AΩ − B|² + λ|Ω − I|²`` over orthogonal Ω is the polar factor of
+``AᵀB + λI`` — chosen on a validation split, and judged on held-out pairs. A map becomes active
+only when it does not lower held-out text→image recall@1, unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+
+from indexer.api import Indexer
+from indexer.db.models import AlignmentRow
+from indexer.db.statstore import from_bytes, to_bytes
+from indexer.errors import InvalidInputError, NotFoundError
+
+LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+METHODS = ("procrustes", "lstsq")
+
+
+@dataclass(frozen=True)
+class AlignMap:
+    version: int
+    method: str
+    shrinkage: float
+    matrix: np.ndarray
+    metrics: dict[str, Any]
+    active: bool
+
+    def apply(self, q: np.ndarray) -> np.ndarray:
+        v = np.asarray(q, dtype=np.float64) @ self.matrix
+        return v / np.linalg.norm(v)
+
+
+def fit_map(a: np.ndarray, b: np.ndarray, method: str, lam: float) -> np.ndarray:
+    """Map text rows ``a`` onto image rows ``b``; ``lam`` shrinks towards the identity."""
+    d = a.shape[1]
+    if method == "procrustes":
+        u, _, vt = np.linalg.svd(a.T @ b + lam * np.eye(d))
+        return u @ vt
+    if method == "lstsq":
+        return np.linalg.solve(a.T @ a + lam * np.eye(d), a.T @ b + lam * np.eye(d))
+    raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}.")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall_at(q: np.ndarray, gallery: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Text→image recall@k where query i's match is gallery row i."""
+    sims = q @ gallery.T
+    rank = (sims > np.diag(sims)[:, None]).sum(axis=1)
+    return {f"r@{k}": float(np.mean(rank < k)) for k in ks}
+
+
+def mixed_top1(
+    q: np.ndarray,
+    q_img: np.ndarray,
+    imgs: np.ndarray,
+    txts: np.ndarray,
+    calib: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+) -> float:
+    """Share of queries whose paired image ranks first among the images and the *other* texts."""
+    s_img = q_img @ imgs.T
+    s_txt = q @ txts.T
+    if calib is not None:
+        mi, ci, mt, ct = calib
+        s_img = (s_img - (q_img @ mi)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q_img, ci, q_img))[:, None]
+        s_txt = (s_txt - (q @ mt)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q, ct, q))[:, None]
+    np.fill_diagonal(s_txt, -np.inf)  # the query's own text is not a competitor
+    paired = np.diag(s_img)
+    best_other = np.maximum(np.where(np.eye(len(q), dtype=bool), -np.inf, s_img).max(axis=1), s_txt.max(axis=1))
+    return float(np.mean(paired > best_other))
+
+
+def evaluate(
+    ix: Indexer, name: str, method: str = "procrustes", holdout: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Fit on (1 − holdout) of the pairs and measure on the rest. Returns (Ω, λ, metrics)."""
+    ids_i, img, _ = ix.vectors(name, "image")
+    ids_t, txt, _ = ix.vectors(name, "text")
+    pos = {json.dumps(i): k for k, i in enumerate(ids_t)}
+    pairs = [(k, pos[json.dumps(i)]) for k, i in enumerate(ids_i) if json.dumps(i) in pos]
+    if len(pairs) < 20:
+        raise InvalidInputError(
+            f"Collection {name!r} has {len(pairs)} paired items; alignment needs at least 20 "
+            "items with both an image and a text vector."
+        )
+    b = _unit(img[[p[0] for p in pairs]].astype(np.float64))
+    a = _unit(txt[[p[1] for p in pairs]].astype(np.float64))
+    order = np.random.default_rng(seed).permutation(len(a))
+    n_test = max(5, int(len(a) * holdout))
+    test, train = order[:n_test], order[n_test:]
+    n_val = max(5, len(train) // 5)
+    val, fit = train[:n_val], train[n_val:]
+    best = max(
+        LAMBDAS,
+        key=lambda lam: recall_at(_unit(a[val] @ fit_map(a[fit], b[fit], method, lam)), b[val])["r@1"],
+    )
+    omega = fit_map(a[train], b[train], method, best)
+    at, bt = a[test], b[test]
+    aligned = _unit(at @ omega)
+    _, mi = ix.moments(name, "image")
+    _, mt = ix.moments(name, "text")
+    calib = (mi.mean, mi.covariance, mt.mean, mt.covariance)
+    metrics = {
+        "pairs": len(a),
+        "train": len(train),
+        "test": len(test),
+        "shrinkage": best,
+        "text_to_image": {"plain": recall_at(at, bt), "aligned": recall_at(aligned, bt)},
+        "mixed_top1": {
+            "plain": mixed_top1(at, at, bt, at, None),
+            "aligned": mixed_top1(at, aligned, bt, at, None),
+            "calibrated": mixed_top1(at, at, bt, at, calib),
+            "aligned_calibrated": mixed_top1(at, aligned, bt, at, calib),
+            "ceiling_text_to_image_r@1": recall_at(at, bt)["r@1"],
+        },
+    }
+    return omega, best, metrics
+
+
+def fit(ix: Indexer, name: str, method: str = "procrustes", force: bool = False) -> AlignMap:
+    omega, lam, metrics = evaluate(ix, name, method)
+    t2i = metrics["text_to_image"]
+    helps = t2i["aligned"]["r@1"] >= t2i["plain"]["r@1"]
+    active = helps or force
+    metrics["activated"] = active
+    metrics["reason"] = (
+        "held-out text→image recall@1 did not drop"
+        if helps
+        else (
+            "forced although held-out text→image recall@1 dropped"
+            if force
+            else "not activated: held-out text→image recall@1 dropped"
+        )
+    )
+    c = ix.collection(name)
+    with ix.sessions.begin() as s:
+        last = s.execute(select(func.max(AlignmentRow.version)).where(AlignmentRow.collection_id == c.id)).scalar() or 0
+        if active:
+            s.execute(update(AlignmentRow).where(AlignmentRow.collection_id == c.id).values(active=False))
+        s.add(
+            AlignmentRow(
+                collection_id=c.id,
+                version=last + 1,
+                method=method,
+                shrinkage=lam,
+                dim=c.dim,
+                matrix=to_bytes(omega),
+                metrics=metrics,
+                active=active,
+                stats_version=c.stats_version,
+            )
+        )
+    return AlignMap(last + 1, method, lam, omega, metrics, active)
+
+
+def _of(r: AlignmentRow) -> AlignMap:
+    return AlignMap(r.version, r.method, r.shrinkage, from_bytes(r.matrix, (r.dim, r.dim)), r.metrics, r.active)
+
+
+def active_map(ix: Indexer, name: str) -> AlignMap | None:
+    c = ix.collection(name)
+    with ix.sessions() as s:
+        r = s.execute(
+            select(AlignmentRow).where(AlignmentRow.collection_id == c.id, AlignmentRow.active.is_(True))
+        ).scalar()
+        return _of(r) if r else None
+
+
+def status(ix: Indexer, name: str) -> list[dict[str, Any]]:
+    c = ix.collection(name)
+    with ix.sessions() as s:
+        rows = s.execute(
+            select(AlignmentRow).where(AlignmentRow.collection_id == c.id).order_by(AlignmentRow.version)
+        ).scalars()
+        return [
+            {
+                "version": r.version,
+                "method": r.method,
+                "shrinkage": r.shrinkage,
+                "active": r.active,
+                "stats_version": r.stats_version,
+                "metrics": r.metrics,
+            }
+            for r in rows
+        ]
+
+
+def off(ix: Indexer, name: str) -> None:
+    c = ix.collection(name)
+    with ix.sessions.begin() as s:
+        res: Any = s.execute(update(AlignmentRow).where(AlignmentRow.collection_id == c.id).values(active=False))
+        n = res.rowcount
+    if n == 0:
+        raise NotFoundError(f"Collection {name!r} has no alignment map.")

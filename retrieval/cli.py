@@ -1,0 +1,198 @@
+"""The ``inforank`` command: the write-side commands plus search, align and demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from indexer import errors
+from indexer.cli import app, emit, fail, opened
+from retrieval import align as align_lib
+from retrieval.search import Searcher, SearchOptions
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+align_app = typer.Typer(help="Procrustes-aligned query space: fit, status, off.", no_args_is_help=True)
+app.add_typer(align_app, name="align")
+
+
+@app.command()
+def search(
+    collection: str,
+    text: Annotated[str | None, typer.Option(help="Query text (needs the collection's open_clip model).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Query image file.")] = None,
+    vector: Annotated[Path | None, typer.Option(help="Query vector as .npy (1-D).")] = None,
+    vector_modality: Annotated[str, typer.Option(help="What a --vector query is: text or image.")] = "text",
+    k: Annotated[int, typer.Option(help="How many results.")] = 10,
+    modality: Annotated[
+        str, typer.Option(help="Search image vectors, text vectors, or all (one mixed list).")
+    ] = "image",
+    min_info_gain: Annotated[float | None, typer.Option()] = None,
+    max_info_gain: Annotated[float | None, typer.Option()] = None,
+    min_conformity: Annotated[float | None, typer.Option()] = None,
+    max_conformity: Annotated[float | None, typer.Option()] = None,
+    exclude_bottom_info_gain_pct: Annotated[
+        float | None, typer.Option(help="Drop the least informative P % (placeholders live there).")
+    ] = None,
+    filter_json: Annotated[str | None, typer.Option("--filter", help="A Qdrant payload filter as JSON.")] = None,
+    rerank_info_gain: Annotated[
+        float, typer.Option(help="Weight of standardised information gain in the blended score.")
+    ] = 0.0,
+    rerank_conformity: Annotated[
+        float, typer.Option(help="Weight of standardised conformity (negative prefers distinctive).")
+    ] = 0.0,
+    prefer: Annotated[str | None, typer.Option(help="distinctive or typical: a conformity weight of ∓0.05.")] = None,
+    depth: Annotated[int, typer.Option(help="Candidates prefetched for reranking.")] = 100,
+    align: Annotated[bool, typer.Option("--align", help="Apply the active alignment map to text queries.")] = False,
+    no_calibrate: Annotated[
+        bool, typer.Option("--no-calibrate", help="Mixed search on raw cosine (plain CLIP).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search with informativeness filters and reranking.
+
+    Example: inforank search photos --vector q.npy --k 5 --exclude-bottom-info-gain-pct 5
+    """
+    if sum(x is not None for x in (text, image, vector)) != 1:
+        fail(errors.InvalidQueryError("Give exactly one of --text, --image or --vector."))
+    if prefer not in (None, "distinctive", "typical"):
+        fail(errors.InvalidQueryError("--prefer takes distinctive or typical."))
+    if prefer:
+        rerank_conformity = -0.05 if prefer == "distinctive" else 0.05
+    try:
+        flt = json.loads(filter_json) if filter_json else None
+    except json.JSONDecodeError as exc:
+        fail(errors.InvalidQueryError(f"--filter is not valid JSON: {exc.msg}."))
+    with opened() as ix:
+        c = ix.collection(collection)
+        qmod = vector_modality
+        if vector is not None:
+            q = np.load(vector, allow_pickle=False)
+        else:
+            from indexer.encoders import ClipEncoder
+
+            if c.model == "external":
+                fail(errors.InvalidQueryError(f"Collection {c.name!r} holds external vectors: query with --vector."))
+            enc = ClipEncoder.load(c.model, c.pretrained)
+            if text is not None:
+                q, qmod = enc.encode_texts([text])[0], "text"
+            else:
+                vecs, bad = enc.encode_images([image])  # type: ignore[list-item]
+                if bad:
+                    fail(errors.InvalidItemError(bad[0]))
+                q, qmod = vecs[0], "image"
+        opts = SearchOptions(
+            k=k,
+            modality=modality,
+            query_modality=qmod,
+            min_info_gain=min_info_gain,
+            max_info_gain=max_info_gain,
+            min_conformity=min_conformity,
+            max_conformity=max_conformity,
+            exclude_bottom_info_gain_pct=exclude_bottom_info_gain_pct,
+            payload_filter=flt,
+            rerank_info_gain=rerank_info_gain,
+            rerank_conformity=rerank_conformity,
+            depth=depth,
+            align=align,
+            calibrate=not no_calibrate,
+        )
+        resp = Searcher(ix).search(collection, q, opts)
+        emit(resp.as_dict(), as_json, _search_text)
+
+
+def _fmt(v: Any) -> str:
+    return "   n/a " if v is None else f"{v:7.4f}"
+
+
+def _search_text(d: dict[str, Any]) -> str:
+    lines = [f"{'#':>3} {'id':<24} {'mod':<5} {'sim':>7} {'final':>7} {'conf':>7} {'ig':>7}  version"]
+    for i, r in enumerate(d["results"], 1):
+        lines.append(
+            f"{i:>3} {str(r['id'])[:24]:<24} {r['modality']:<5} {r['similarity']:7.4f} {r['score']:7.3f} "
+            f"{_fmt(r['conformity'])} {_fmt(r['info_gain'])}  {r['stats_version']}"
+        )
+    if d["note"]:
+        lines.append(f"note: {d['note']}")
+    return "\n".join(lines)
+
+
+@align_app.command("fit")
+def align_fit(
+    collection: str,
+    method: Annotated[str, typer.Option(help="procrustes (orthogonal) or lstsq.")] = "procrustes",
+    force: Annotated[bool, typer.Option("--force", help="Activate even if held-out recall drops.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a text→image map on paired items, evaluate on held-out pairs, store it versioned.
+
+    Example: inforank align fit photos
+    """
+    with opened() as ix:
+        m = align_lib.fit(ix, collection, method, force)
+        emit({"version": m.version, "method": m.method, "active": m.active, **m.metrics}, as_json, _align_text)
+
+
+def _align_text(d: dict[str, Any]) -> str:
+    t, mx = d["text_to_image"], d["mixed_top1"]
+    return "\n".join(
+        [
+            f"alignment v{d['version']} ({d['method']}, shrinkage {d['shrinkage']}) on {d['train']} pairs, "
+            f"evaluated on {d['test']} held-out pairs",
+            "  text→image   " + "  ".join(f"{k} {t['plain'][k]:.2f}→{t['aligned'][k]:.2f}" for k in t["plain"]),
+            f"  mixed top-1  plain {mx['plain']:.2f}  aligned {mx['aligned']:.2f}  calibrated {mx['calibrated']:.2f}"
+            f"  aligned+calibrated {mx['aligned_calibrated']:.2f}  (ceiling {mx['ceiling_text_to_image_r@1']:.2f})",
+            f"  {d['reason']}",
+        ]
+    )
+
+
+@align_app.command("status")
+def align_status(collection: str, as_json: JsonOpt = False) -> None:
+    """List fitted maps and which is active. Example: inforank align status photos"""
+    with opened() as ix:
+        rows = align_lib.status(ix, collection)
+        emit(
+            rows,
+            as_json,
+            lambda rs: (
+                "\n".join(f"v{r['version']} {r['method']} active={r['active']} shrinkage={r['shrinkage']}" for r in rs)
+                or "no maps"
+            ),
+        )
+
+
+@align_app.command("off")
+def align_off(collection: str) -> None:
+    """Deactivate alignment. Example: inforank align off photos"""
+    with opened() as ix:
+        align_lib.off(ix, collection)
+        typer.echo("alignment off")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("out/demo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the main job end to end on the embedded default with real CLIP embeddings.
+
+    Example: inforank demo
+    """
+    from retrieval.demo import run
+
+    with opened() as ix:
+        summary = run(ix, out, echo=None if as_json else typer.echo)
+        if as_json:
+            emit(summary, True, str)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A self-contained HTML report with PNG plots of a collection's geometry scores."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from indexer.api import Indexer
+
+COLORS = {"image": "#1f77b4", "text": "#d62728"}
+
+
+def write_report(ix: Indexer, name: str, out: Path, extra: dict[str, Any] | None = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    st = ix.stats(name)
+    scores = {m: ix.scores(name, m) for m in st["modalities"]}
+    figs = [_hist(scores, out), _scatter(scores, out), _projection(ix, name, out)]
+    tables = "".join(_extremes(m, s) for m, s in scores.items())
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>inforank report: {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{max-width:100%}}</style></head><body>
+<h1>inforank report: {html.escape(name)}</h1>
+<p>Model <b>{html.escape(st["model"])}</b>, dimension {st["dim"]}, τ = {st["tau"]},
+statistics version <b id="stats-version">{st["stats_version"]}</b>, Qdrant: {html.escape(st["qdrant"])}.</p>
+<h2>Statistics</h2>{_stats_table(st)}
+{"".join(f'<h2>{t}</h2><img src="{f}" alt="{t}">' for t, f in figs)}
+<h2>Least and most informative items</h2>{tables}
+{_extra(extra)}
+</body></html>"""
+    page = out / "index.html"
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def _stats_table(st: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{m}</td><td>{s['count']}</td><td>{s['mean_norm']:.4f}</td><td>{s['stats_version']}</td>"
+        f"<td>{s.get('isotropy', {}).get('i1', float('nan')):.3g}</td><td>{s['shell']['rms_radius']:.4f}</td></tr>"
+        for m, s in st["modalities"].items()
+    )
+    gap = st.get("gap", {})
+    return (
+        "<table><tr><th>modality</th><th>count</th><th>|mean|</th><th>version</th><th>isotropy I1</th>"
+        f"<th>shell rms radius</th></tr>{rows}</table><p>Modality gap {gap.get('modality_gap', float('nan')):.4f}, "
+        f"cosine of the means {gap.get('cos_means', float('nan')):.4f}.</p>"
+    )
+
+
+def _hist(scores: dict[str, dict[str, np.ndarray]], out: Path) -> tuple[str, str]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for m, s in scores.items():
+        for ax, f in zip(axes, ("conformity", "info_gain"), strict=True):
+            v = s[f][np.isfinite(s[f])]
+            if len(v):
+                ax.hist(v, bins=40, alpha=0.6, label=m, color=COLORS[m])
+            ax.set_xlabel(f.replace("_", " "))
+    axes[0].legend()
+    return _save(fig, out / "histograms.png", "Score histograms per modality")
+
+
+def _scatter(scores: dict[str, dict[str, np.ndarray]], out: Path) -> tuple[str, str]:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for m, s in scores.items():
+        ax.scatter(s["conformity"], s["info_gain"], s=6, alpha=0.5, label=m, color=COLORS[m])
+    ax.set_xlabel("conformity (high = generic)")
+    ax.set_ylabel("information gain (low = placeholder-like)")
+    ax.legend()
+    return _save(fig, out / "ig_vs_conformity.png", "Information gain vs conformity")
+
+
+def _projection(ix: Indexer, name: str, out: Path) -> tuple[str, str]:
+    data = {m: ix.vectors(name, m)[1].astype(np.float64) for m in ("image", "text")}
+    data = {m: v[:2000] for m, v in data.items() if len(v)}
+    allv = np.vstack(list(data.values()))
+    mu = allv.mean(axis=0)
+    _, _, vt = np.linalg.svd(allv - mu, full_matrices=False)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for m, v in data.items():
+        p = (v - mu) @ vt[:2].T
+        ax.scatter(p[:, 0], p[:, 1], s=5, alpha=0.5, label=f"{m} shell", color=COLORS[m])
+        c = (v.mean(axis=0) - mu) @ vt[:2].T
+        ax.scatter([c[0]], [c[1]], marker="x", s=120, color="k")
+    ax.set_title("PCA of normalised embeddings: two shells and the gap (x = modality mean)")
+    ax.legend()
+    return _save(fig, out / "projection.png", "2-D projection of the two modality shells")
+
+
+def _save(fig: Any, path: Path, title: str) -> tuple[str, str]:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return title, path.name
+
+
+def _extremes(m: str, s: dict[str, np.ndarray], n: int = 8) -> str:
+    ig = s["info_gain"]
+    ok = np.flatnonzero(np.isfinite(ig))
+    if not len(ok):
+        return f"<p>{m}: no information gain computed yet.</p>"
+    order = ok[np.argsort(ig[ok])]
+
+    def rows(idx: np.ndarray) -> str:
+        out = []
+        for i in idx:
+            src = s["source"][i]
+            thumb = ""
+            if m == "image" and src and Path(str(src)).exists():
+                thumb = f'<img src="file://{html.escape(str(src))}" width="64">'
+            label = html.escape(str(src)[:80]) if src and m == "text" else ""
+            out.append(
+                f"<tr><td>{html.escape(str(s['ids'][i]))}</td><td>{ig[i]:.5f}</td>"
+                f"<td>{s['conformity'][i]:.4f}</td><td>{label}{thumb}</td></tr>"
+            )
+        return "".join(out)
+
+    head = "<tr><th>id</th><th>info gain</th><th>conformity</th><th>content</th></tr>"
+    return (
+        f"<h3>{m}: least informative</h3><table>{head}{rows(order[:n])}</table>"
+        f"<h3>{m}: most informative</h3><table>{head}{rows(order[::-1][:n])}</table>"
+    )
+
+
+def _extra(extra: dict[str, Any] | None) -> str:
+    if not extra:
+        return ""
+    items = "".join(f"<h3>{html.escape(k)}</h3><pre>{html.escape(str(v))}</pre>" for k, v in extra.items())
+    return f"<h2>Demo results</h2>{items}"

@@ -1,0 +1,235 @@
+"""Search with informativeness filters and reranking, run inside Qdrant.
+
+Filters on stored scores become Qdrant range conditions (payload indexes); percentile cut-offs
+are translated to absolute thresholds from the collection's own score distribution. Reranking
+is a Qdrant formula query over a prefetch: ``similarity + Σ w · (score − μ)/σ`` with μ, σ of the
+collection's stored scores, so weights keep their meaning as the collection grows.
+Mixed-modality search calibrates each modality's similarities per query with the running
+statistics, ``z = (q·v − q·m̂)/sqrt(qᵀΣq)``, so images and texts share one scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from indexer.api import Indexer
+from indexer.collections import Collection
+from indexer.errors import InvalidQueryError
+from indexer.items import MODALITIES, SCORE_FIELDS
+from indexer.store.base import Blend, Hit, QuerySpec
+from indexer.vectors import as_query
+
+MAX_K = 1000
+DEFAULT_DEPTH = 100
+
+
+@dataclass(kw_only=True)
+class SearchOptions:
+    k: int = 10
+    modality: str = "image"  # image | text | all
+    query_modality: str = "text"
+    min_info_gain: float | None = None
+    max_info_gain: float | None = None
+    min_conformity: float | None = None
+    max_conformity: float | None = None
+    exclude_bottom_info_gain_pct: float | None = None
+    payload_filter: dict[str, Any] | None = None
+    rerank_info_gain: float = 0.0
+    rerank_conformity: float = 0.0
+    depth: int = DEFAULT_DEPTH
+    align: bool = False
+    calibrate: bool = True
+
+
+@dataclass
+class Result:
+    id: Any
+    modality: str
+    similarity: float
+    score: float
+    conformity: float | None
+    info_gain: float | None
+    stats_version: int | None
+    payload: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class SearchResponse:
+    results: list[Result]
+    note: str | None = None
+    applied: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "results": [r.as_dict() for r in self.results],
+            "note": self.note,
+            "applied": self.applied,
+        }
+
+
+def validate(o: SearchOptions) -> None:
+    if not 1 <= o.k <= MAX_K:
+        raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {o.k}.")
+    if o.modality not in (*MODALITIES, "all"):
+        raise InvalidQueryError(f"modality must be image, text or all, got {o.modality!r}.")
+    if o.depth < 1 or o.depth > 10 * MAX_K:
+        raise InvalidQueryError(f"depth must be between 1 and {10 * MAX_K}, got {o.depth}.")
+    p = o.exclude_bottom_info_gain_pct
+    if p is not None and not 0 <= p < 100:
+        raise InvalidQueryError(f"a percentile must be in [0, 100), got {p}.")
+    for name in ("rerank_info_gain", "rerank_conformity"):
+        if not np.isfinite(getattr(o, name)):
+            raise InvalidQueryError(f"{name} must be a finite number.")
+
+
+class Searcher:
+    def __init__(self, ix: Indexer) -> None:
+        self.ix = ix
+        self._dist: dict[tuple[int, str, int], dict[str, tuple[float, float, np.ndarray]]] = {}
+
+    def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
+        """(mean, std, sorted values) of stored scores per field, cached by stats version."""
+        key = (c.id, m, c.stats_version)
+        if key not in self._dist:
+            s = self.ix.scores(c.name, m)
+            out = {}
+            for f in ("conformity", "info_gain"):
+                v = np.sort(s[f][np.isfinite(s[f])])
+                sd = float(v.std()) if len(v) > 1 else 1.0
+                out[f] = (float(v.mean()) if len(v) else 0.0, sd if sd > 0 else 1.0, v)
+            self._dist[key] = out
+        return self._dist[key]
+
+    def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
+        validate(opts)
+        c = self.ix.collection(collection)
+        q = as_query(vector, c.dim)
+        targets = list(c.modalities) if opts.modality == "all" else [opts.modality]
+        for t in targets:
+            if t not in c.vector_names:
+                raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
+        applied: dict[str, Any] = {}
+        per: dict[str, list[Result]] = {}
+        for t in targets:
+            qt = self._maybe_align(c, q, t, opts, applied)
+            per[t] = self._one(c, qt, t, opts, applied)
+        results = per[targets[0]] if len(targets) == 1 else self._mix(c, q, per, opts, applied)
+        note = None
+        if len(results) < opts.k:
+            note = f"only {len(results)} items match the filters (asked for {opts.k})."
+        return SearchResponse(results[: opts.k], note, applied)
+
+    def _maybe_align(
+        self, c: Collection, q: np.ndarray, target: str, o: SearchOptions, applied: dict[str, Any]
+    ) -> np.ndarray:
+        if not o.align or target != "image" or o.query_modality != "text":
+            return q
+        from retrieval.align import active_map
+
+        amap = active_map(self.ix, c.name)
+        if amap is None:
+            raise InvalidQueryError(
+                f"Collection {c.name!r} has no active alignment map: run `inforank align fit {c.name}`."
+            )
+        applied["alignment_version"] = amap.version
+        return amap.apply(q)
+
+    def _filter(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> dict[str, Any] | None:
+        must: list[dict[str, Any]] = []
+
+        def rng(field: str, lo: float | None, hi: float | None) -> None:
+            r = {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}
+            if r:
+                must.append({"key": f"{t}_{field}", "range": r})
+
+        lo_ig = o.min_info_gain
+        if o.exclude_bottom_info_gain_pct:
+            vals = self.distribution(c, t)["info_gain"][2]
+            if len(vals):
+                cut = float(np.percentile(vals, o.exclude_bottom_info_gain_pct))
+                applied[f"{t}_info_gain_cutoff"] = cut
+                lo_ig = cut if lo_ig is None else max(lo_ig, cut)
+        rng("info_gain", lo_ig, o.max_info_gain)
+        rng("conformity", o.min_conformity, o.max_conformity)
+        user = o.payload_filter
+        if user is not None and not isinstance(user, dict):
+            raise InvalidQueryError("The payload filter must be a JSON object.")
+        if not must:
+            return user or None
+        return {"must": must + ([user] if user else [])}
+
+    def _blend(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
+        if not o.rerank_info_gain and not o.rerank_conformity:
+            return None
+        dist = self.distribution(c, t)
+        terms = []
+        for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
+            if w:
+                mu, sd, _ = dist[f]
+                terms.append((f"{t}_{f}", w / sd, mu))
+        applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
+        return Blend(tuple(terms))
+
+    def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
+        blend = self._blend(c, t, o, applied)
+        spec = QuerySpec(
+            vector=q.astype(np.float32).tolist(),
+            using=c.vector_names[t],
+            limit=o.k,
+            filter=self._filter(c, t, o, applied),
+            blend=blend,
+            depth=o.depth,
+        )
+        hits = self.ix.store.query(c.qdrant_collection, spec)
+        return [_result(h, t, blend) for h in hits]
+
+    def _mix(
+        self,
+        c: Collection,
+        q: np.ndarray,
+        per: dict[str, list[Result]],
+        o: SearchOptions,
+        applied: dict[str, Any],
+    ) -> list[Result]:
+        merged: list[Result] = []
+        for t, rs in per.items():
+            if o.calibrate:
+                qt = q
+                if o.align and t == "image" and "alignment_version" in applied:
+                    from retrieval.align import active_map
+
+                    amap = active_map(self.ix, c.name)
+                    assert amap is not None
+                    qt = amap.apply(q)
+                _, mom = self.ix.moments(c.name, t)
+                center = float(qt @ mom.mean)
+                scale = float(np.sqrt(max(qt @ mom.covariance @ qt, 1e-12)))
+                for r in rs:
+                    extra = r.score - r.similarity
+                    r.score = (r.similarity - center) / scale + extra
+            merged += rs
+        applied["calibrated"] = o.calibrate
+        return sorted(merged, key=lambda r: -r.score)
+
+
+def _result(h: Hit, t: str, blend: Blend | None) -> Result:
+    p = h.payload
+    sim = h.score
+    if blend is not None:
+        sim -= sum(w * (float(p.get(f, ctr)) - ctr) for f, w, ctr in blend.terms)
+    return Result(
+        id=p.get("inforank_id", h.id),
+        modality=t,
+        similarity=float(sim),
+        score=float(h.score),
+        conformity=p.get(f"{t}_conformity"),
+        info_gain=p.get(f"{t}_info_gain"),
+        stats_version=p.get(f"{t}_stats_version"),
+        payload={k: v for k, v in p.items() if k not in SCORE_FIELDS},
+    )
