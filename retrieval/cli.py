@@ -190,6 +190,25 @@ def demo(
             emit(summary, True, str)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs). INFORANK_API_KEY enables auth.
+
+    Example: INFORANK_API_KEY=secret inforank serve --port 8000
+    """
+    import uvicorn
+
+    from indexer.settings import Settings
+    from retrieval.service import create_app
+
+    s = Settings()
+    with opened() as ix:
+        uvicorn.run(create_app(ix, api_key=s.api_key), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     app()
 

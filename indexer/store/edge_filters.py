@@ -60,6 +60,12 @@ def _match(m: Any) -> Any:
         raise InvalidQueryError(f"A match takes one of value/any/except/text, got {m!r}.")
     ((kind, val),) = m.items()
     if kind == "value":
+        if isinstance(val, bool):
+            # qdrant-edge-py 0.9 converts True/False to an integer and silently matches nothing.
+            raise InvalidQueryError(
+                "The embedded Qdrant Edge cannot match boolean payload values (qdrant-edge-py 0.9 "
+                "matches nothing); store the field as a string or integer, or use a Qdrant server."
+            )
         return qe.MatchValue(val)
     if kind == "any":
         return qe.MatchAny(list(val))

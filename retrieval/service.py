@@ -1,0 +1,236 @@
+"""HTTP JSON API for app backends: a thin adapter over :class:`Indexer` and :class:`Searcher`.
+
+Library errors become 4xx/503 responses in one handler; a failure we did not anticipate is
+still reported as JSON. With an API key configured, every route but ``/health`` requires it
+(``X-API-Key: …`` or ``Authorization: Bearer …``), the OpenAPI document and ``/metrics`` included.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from indexer import errors
+from indexer.api import Indexer
+from indexer.items import Item
+from retrieval import align as align_lib
+from retrieval.search import MAX_K, Searcher, SearchOptions
+
+STATUS = {
+    errors.InvalidInputError: 400,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.ModelUnavailableError: 503,
+    errors.StorageError: 503,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_batch: int = 4096
+    max_k: int = MAX_K
+
+
+class ItemIn(BaseModel):
+    id: str | int | None = None
+    image: list[float] | None = None
+    text: list[float] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class IngestIn(BaseModel):
+    items: list[ItemIn]
+
+
+class CollectionIn(BaseModel):
+    name: str
+    dim: int = Field(ge=2, le=65536)
+    model: str = "external"
+    pretrained: str = ""
+    tau: float = Field(default=1.0, gt=0)
+    min_count: int = Field(default=32, ge=1)
+
+
+class DeleteIn(BaseModel):
+    ids: list[str | int] = Field(min_length=1)
+
+
+class SearchIn(BaseModel):
+    vector: list[float]
+    query_modality: Literal["text", "image"] = "text"
+    k: int = 10
+    modality: Literal["image", "text", "all"] = "image"
+    min_info_gain: float | None = None
+    max_info_gain: float | None = None
+    min_conformity: float | None = None
+    max_conformity: float | None = None
+    exclude_bottom_info_gain_pct: float | None = None
+    filter: dict[str, Any] | None = None
+    rerank_info_gain: float = 0.0
+    rerank_conformity: float = 0.0
+    depth: int = 100
+    align: bool = False
+    calibrate: bool = True
+
+
+class AlignIn(BaseModel):
+    method: Literal["procrustes", "lstsq"] = "procrustes"
+    force: bool = False
+
+
+def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
+    lim = limits or Limits()
+    app = FastAPI(title="inforank", version="0.1.0", description=__doc__)
+    searcher = Searcher(ix)
+    reg = CollectorRegistry()
+    latency = Histogram("inforank_request_seconds", "Request latency", ["route", "method", "status"], registry=reg)
+    ingested = Counter("inforank_ingested_items", "Items ingested", ["collection"], registry=reg)
+    rejected = Counter("inforank_rejected_items", "Items rejected", ["collection"], registry=reg)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        route = request.url.path
+        if api_key and route != "/health" and not _authorised(request, api_key):
+            resp: Response = JSONResponse({"error": "unauthorized", "detail": "Send the API key as X-API-Key."}, 401)
+        elif int(request.headers.get("content-length") or 0) > lim.max_body_bytes:
+            resp = JSONResponse(
+                {"error": "too_large", "detail": f"Request bodies are limited to {lim.max_body_bytes} bytes."}, 413
+            )
+        else:
+            try:
+                resp = await call_next(request)
+            except Exception as exc:  # never a bare 500 page
+                resp = JSONResponse({"error": "internal", "detail": f"{exc.__class__.__name__}: {exc}"}, 500)
+        tmpl = getattr(request.scope.get("route"), "path", route)
+        latency.labels(tmpl, request.method, str(resp.status_code)).observe(time.perf_counter() - start)
+        return resp
+
+    @app.exception_handler(errors.InforankError)
+    async def _lib_error(_r: Request, exc: errors.InforankError) -> JSONResponse:
+        code = next((c for k, c in STATUS.items() if isinstance(exc, k)), 500)
+        return JSONResponse({"error": exc.__class__.__name__, "detail": str(exc)}, code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid_request", "detail": _short(exc.errors())}, 422)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> dict[str, Any]:
+        n = len(ix.collections())
+        for c in ix.collections():
+            ix.store.exists(c.qdrant_collection)
+        return {"status": "ready", "collections": n, "qdrant": ix.location.describe()}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/collections")
+    def collections() -> list[dict[str, Any]]:
+        return [c.__dict__ for c in ix.collections()]
+
+    @app.post("/collections", status_code=201)
+    def create(body: CollectionIn) -> dict[str, Any]:
+        return ix.create_collection(
+            body.name,
+            dim=body.dim,
+            model=body.model,
+            pretrained=body.pretrained,
+            tau=body.tau,
+            min_count=body.min_count,
+        ).__dict__
+
+    @app.get("/collections/{name}")
+    def get_collection(name: str) -> dict[str, Any]:
+        return ix.collection(name).__dict__
+
+    @app.delete("/collections/{name}")
+    def drop(name: str) -> dict[str, str]:
+        ix.drop_collection(name)
+        return {"dropped": name}
+
+    @app.post("/collections/{name}/items")
+    async def ingest(name: str, body: IngestIn) -> dict[str, Any]:
+        if len(body.items) > lim.max_batch:
+            raise errors.InvalidInputError(f"A batch holds at most {lim.max_batch} items, got {len(body.items)}.")
+        items = [
+            Item(
+                {m: np.asarray(v) for m, v in (("image", it.image), ("text", it.text)) if v is not None},
+                id=it.id,
+                metadata=it.metadata,
+            )
+            for it in body.items
+        ]
+        rep = await run_in_threadpool(ix.add, name, items, batch_size=lim.max_batch)
+        ingested.labels(name).inc(len(rep.ingested))
+        rejected.labels(name).inc(len(rep.rejected))
+        return {
+            "ingested": rep.ingested,
+            "skipped_duplicates": rep.unchanged,
+            "rejected": [r.as_dict() for r in rep.rejected],
+            "stats_version": rep.stats_version,
+        }
+
+    @app.post("/collections/{name}/delete")
+    def delete(name: str, body: DeleteIn) -> dict[str, Any]:
+        return ix.delete(name, body.ids)
+
+    @app.post("/collections/{name}/search")
+    def search(name: str, body: SearchIn) -> dict[str, Any]:
+        if not 1 <= body.k <= lim.max_k:
+            raise errors.InvalidQueryError(f"k must be between 1 and {lim.max_k}, got {body.k}.")
+        fields = body.model_dump(exclude={"vector", "filter"})
+        opts = SearchOptions(**fields, payload_filter=body.filter)
+        return searcher.search(name, body.vector, opts).as_dict()
+
+    @app.get("/collections/{name}/stats")
+    def stats(name: str) -> dict[str, Any]:
+        return ix.stats(name)
+
+    @app.post("/collections/{name}/rescore")
+    def rescore(name: str, all: bool = False, threshold: float = 0.05) -> dict[str, Any]:
+        return ix.rescore(name, all=all, threshold=threshold).__dict__
+
+    @app.post("/collections/{name}/align")
+    def align_fit(name: str, body: AlignIn) -> dict[str, Any]:
+        m = align_lib.fit(ix, name, body.method, body.force)
+        return {"version": m.version, "method": m.method, "active": m.active, **m.metrics}
+
+    @app.get("/collections/{name}/align")
+    def align_status(name: str) -> list[dict[str, Any]]:
+        return align_lib.status(ix, name)
+
+    @app.delete("/collections/{name}/align")
+    def align_off(name: str) -> dict[str, str]:
+        align_lib.off(ix, name)
+        return {"alignment": "off"}
+
+    return app
+
+
+def _authorised(request: Request, key: str) -> bool:
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:]
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+def _short(errs: Any) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in errs][:20]

@@ -1,0 +1,157 @@
+"""Search: filters inside Qdrant, exact k, percentile cut-offs, server-side rerank, mixed search."""
+
+import numpy as np
+import pytest
+
+from indexer.api import Indexer
+from indexer.errors import InvalidQueryError, InvalidVectorError, NotFoundError
+from indexer.items import Item
+from retrieval import align
+from retrieval.search import Searcher, SearchOptions
+
+
+@pytest.fixture(scope="module", params=["edge", "client-local"])
+def location(request, tmp_path_factory):
+    """Module-scoped: one COCO collection per backend serves every test here."""
+    from indexer.store import QdrantLocation
+
+    if request.param == "edge":
+        return QdrantLocation(edge_path=str(tmp_path_factory.mktemp("edge")))
+    return QdrantLocation(local_path=":memory:")
+
+
+@pytest.fixture(scope="module")
+def coco_ix(location, coco, tmp_path_factory):
+    indexer = Indexer(f"sqlite:///{tmp_path_factory.mktemp('db') / 'db.sqlite'}", location)
+    img, txt = coco
+    indexer.create_collection("c", dim=512)
+    indexer.add(
+        "c",
+        [
+            Item(
+                {"image": img[i], "text": txt[i]},
+                id=i,
+                metadata={"parity": "even" if i % 2 == 0 else "odd", "flag": i % 2 == 0},
+            )
+            for i in range(500)
+        ],
+        batch_size=250,
+    )
+    indexer.rescore("c", all=True)  # everything scored with the final statistics
+    yield indexer
+    indexer.close()
+
+
+def test_plain_search_finds_the_paired_image(coco_ix: Indexer, coco):
+    _, txt = coco
+    hits = Searcher(coco_ix).search("c", txt[3], SearchOptions(k=5)).results
+    assert len(hits) == 5 and all(h.modality == "image" for h in hits)
+    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+    sims = coco_ix.vectors("c", "image")[1] @ (txt[3] / np.linalg.norm(txt[3]))
+    assert hits[0].similarity == pytest.approx(np.sort(sims)[-1], abs=1e-5)
+
+
+def test_filters_run_in_qdrant_and_return_exactly_k(coco_ix: Indexer, coco):
+    s = Searcher(coco_ix)
+    _, txt = coco
+    scores = coco_ix.scores("c", "image")
+    lo = float(np.median(scores["info_gain"]))
+    res = s.search(
+        "c",
+        txt[0],
+        SearchOptions(k=20, min_info_gain=lo, payload_filter={"must": [{"key": "parity", "match": {"value": "even"}}]}),
+    )
+    assert len(res.results) == 20 and res.note is None
+    assert all(h.info_gain >= lo and h.payload["parity"] == "even" for h in res.results)
+    few = s.search("c", txt[0], SearchOptions(k=20, min_info_gain=float(np.sort(scores["info_gain"])[-3])))
+    assert len(few.results) == 3
+    assert few.note == "only 3 items match the filters (asked for 20)."
+
+
+def test_percentile_cutoff_drops_the_bottom(coco_ix: Indexer, coco):
+    _, txt = coco
+    res = Searcher(coco_ix).search("c", txt[0], SearchOptions(k=500, exclude_bottom_info_gain_pct=10))
+    cut = res.applied["image_info_gain_cutoff"]
+    ig = coco_ix.scores("c", "image")["info_gain"]
+    assert cut == pytest.approx(np.percentile(ig, 10))
+    assert len(res.results) == int((ig >= cut).sum())
+
+
+def test_rerank_is_computed_server_side_as_documented(coco_ix: Indexer, coco):
+    _, txt = coco
+    s = Searcher(coco_ix)
+    w = 0.05
+    res = s.search("c", txt[9], SearchOptions(k=10, rerank_info_gain=w, rerank_conformity=-w, depth=50))
+    dist = s.distribution(coco_ix.collection("c"), "image")
+    (mu_i, sd_i, _), (mu_c, sd_c, _) = dist["info_gain"], dist["conformity"]
+    for h in res.results:
+        want = h.similarity + w * (h.info_gain - mu_i) / sd_i - w * (h.conformity - mu_c) / sd_c
+        assert h.score == pytest.approx(want, abs=1e-5)
+    assert [h.score for h in res.results] == sorted((h.score for h in res.results), reverse=True)
+    # the reranked top-10 comes from the 50 most similar
+    plain = s.search("c", txt[9], SearchOptions(k=50))
+    assert {h.id for h in res.results} <= {h.id for h in plain.results}
+
+
+def test_mixed_search_needs_calibration_to_rank_images(coco_ix: Indexer, coco):
+    _, txt = coco
+    s = Searcher(coco_ix)
+    firsts_plain = firsts_cal = 0
+    for i in range(0, 100, 5):
+        q = txt[i] + 0.0
+        plain = s.search("c", q, SearchOptions(k=3, modality="all", calibrate=False)).results
+        cal = s.search("c", q, SearchOptions(k=5, modality="all")).results
+        firsts_plain += any(h.modality == "image" for h in plain)
+        firsts_cal += any(h.modality == "image" for h in cal)
+    assert firsts_plain == 0  # the modality gap: plain CLIP ranks texts above every image
+    assert firsts_cal >= 10
+
+
+def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer):
+    m = align.fit(coco_ix, "c")
+    t2i = m.metrics["text_to_image"]
+    assert t2i["aligned"]["r@1"] < t2i["plain"]["r@1"] and not m.active
+    mixed = m.metrics["mixed_top1"]
+    assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
+    assert align.active_map(coco_ix, "c") is None
+    forced = align.fit(coco_ix, "c", force=True)
+    assert forced.active and forced.version == 2
+    assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
+    res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
+    assert res.applied["alignment_version"] == 2
+    align.off(coco_ix, "c")
+    with pytest.raises(InvalidQueryError, match="no active alignment map"):
+        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
+
+
+@pytest.mark.parametrize(
+    ("opts", "vec", "exc", "msg"),
+    [
+        (SearchOptions(k=0), np.ones(512), InvalidQueryError, "k must be between 1 and 1000, got 0"),
+        (SearchOptions(k=5000), np.ones(512), InvalidQueryError, "k must be between 1 and 1000"),
+        (SearchOptions(modality="audio"), np.ones(512), InvalidQueryError, "modality must be image, text or all"),
+        (SearchOptions(), np.ones(3), InvalidVectorError, "wrong dimension 3, the collection expects 512"),
+        (SearchOptions(), np.full(512, np.nan), InvalidVectorError, "NaN"),
+        (SearchOptions(exclude_bottom_info_gain_pct=100), np.ones(512), InvalidQueryError, "percentile"),
+    ],
+)
+def test_bad_queries_get_clear_errors(coco_ix: Indexer, opts, vec, exc, msg):
+    with pytest.raises(exc, match=msg):
+        Searcher(coco_ix).search("c", vec, opts)
+
+
+def test_unknown_collection_and_bad_filter(coco_ix: Indexer):
+    with pytest.raises(NotFoundError):
+        Searcher(coco_ix).search("nope", np.ones(512), SearchOptions())
+    with pytest.raises(InvalidQueryError):
+        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(payload_filter={"bogus": []}))
+
+
+def test_boolean_match_works_on_the_server_api_and_is_refused_on_edge(coco_ix: Indexer, location, coco):
+    flt = {"must": [{"key": "flag", "match": {"value": True}}]}
+    if location.edge_path:
+        with pytest.raises(InvalidQueryError, match="cannot match boolean payload values"):
+            Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, payload_filter=flt))
+    else:
+        res = Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, payload_filter=flt))
+        assert len(res.results) == 5 and all(h.payload["flag"] is True for h in res.results)

@@ -1,0 +1,141 @@
+"""The HTTP API: in-process for every route, and a real `inforank serve` process via the client."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.routing import Route
+
+from indexer.api import Indexer
+from indexer.errors import InvalidInputError, NotFoundError
+from retrieval.client import Client
+from retrieval.service import Limits, create_app
+from tests.conftest import ellipsoid_pairs
+
+D = 16
+
+
+@pytest.fixture
+def ix(sqlite_url, tmp_path):
+    from indexer.store import QdrantLocation
+
+    i = Indexer(sqlite_url, QdrantLocation(edge_path=str(tmp_path / "edge")))
+    yield i
+    i.close()
+
+
+def _items(n, seed=0):
+    img, txt = ellipsoid_pairs(n, D, seed)
+    return [
+        {"id": f"i{k}", "image": img[k].tolist(), "text": txt[k].tolist(), "metadata": {"g": k % 3}} for k in range(n)
+    ]
+
+
+def test_every_route_but_health_needs_the_key(ix):
+    app = create_app(ix, api_key="s3cret")
+    tc = TestClient(app)
+    paths = {(r.path, m) for r in app.routes if isinstance(r, Route) for m in (r.methods or []) if m != "HEAD"}
+    assert {("/collections/{name}/search", "POST"), ("/openapi.json", "GET"), ("/metrics", "GET")} <= paths
+    for path, method in sorted(paths):
+        url = path.replace("{name}", "x")
+        r = tc.request(method, url)
+        if path == "/health":
+            assert r.status_code == 200
+        else:
+            assert r.status_code == 401, (method, path)
+    assert tc.get("/openapi.json", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert tc.get("/collections", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert tc.get("/collections", headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_ingest_search_stats_and_errors_in_process(ix):
+    tc = TestClient(create_app(ix, limits=Limits(max_batch=100, max_body_bytes=2_000_000)))
+    assert tc.post("/collections", json={"name": "c", "dim": D, "min_count": 4}).status_code == 201
+    # Python's JSON writers emit NaN tokens; the item is rejected, the batch still lands
+    raw = json.dumps(
+        {"items": [*_items(40), {"id": "nan", "image": [float("nan")] * D}, {"id": "zero", "image": [0.0] * D}]}
+    )
+    r = tc.post("/collections/c/items", content=raw.encode(), headers={"content-type": "application/json"})
+    body = r.json()
+    assert r.status_code == 200 and len(body["ingested"]) == 40
+    assert body["rejected"] == [
+        {"index": 40, "id": "nan", "reason": "image vector: vector contains NaN or Inf"},
+        {"index": 41, "id": "zero", "reason": "image vector: zero vector has no direction"},
+    ]
+    q = np.ones(D).tolist()
+    r = tc.post("/collections/c/search", json={"vector": q, "k": 5, "rerank_info_gain": 0.1})
+    assert r.status_code == 200 and len(r.json()["results"]) == 5
+    assert {"similarity", "score", "info_gain", "conformity", "stats_version"} <= set(r.json()["results"][0])
+    assert tc.get("/collections/c/stats").json()["modalities"]["image"]["count"] == 40
+    cases = [
+        ("/collections/nope/search", {"vector": q}, 404),
+        ("/collections/c/search", {"vector": q, "k": 0}, 400),
+        ("/collections/c/search", {"vector": q, "k": 100000}, 400),
+        ("/collections/c/search", {"vector": [1.0, 2.0]}, 400),
+        ("/collections/c/search", {"vector": q, "filter": {"bogus": 1}}, 400),
+        ("/collections/c/search", {"vector": q, "modality": "audio"}, 422),
+        ("/collections/c/items", {"items": _items(101)}, 400),
+        ("/collections", {"name": "c", "dim": D}, 409),
+        ("/collections", {"name": "bad name!", "dim": D}, 400),
+    ]
+    for url, payload, code in cases:
+        r = tc.post(url, json=payload)
+        assert r.status_code == code, (url, payload, r.text)
+        assert r.json()["detail"]
+    r = tc.post("/collections/c/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    big = b"x" * 2_000_001
+    assert tc.post("/collections/c/items", content=big, headers={"content-type": "application/json"}).status_code == 413
+    metrics = tc.get("/metrics").text
+    assert 'inforank_ingested_items_total{collection="c"} 40.0' in metrics
+    assert 'inforank_rejected_items_total{collection="c"} 2.0' in metrics
+    assert "inforank_request_seconds_bucket" in metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_running_service_with_the_python_client(tmp_path: Path):
+    port = _free_port()
+    env = {**os.environ, "INFORANK_DATA_DIR": str(tmp_path / "data"), "INFORANK_API_KEY": "k"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with Client(url, api_key="k", timeout=10) as c:
+            for _ in range(100):
+                try:
+                    c.health()
+                    break
+                except Exception:
+                    time.sleep(0.2)
+            c.create_collection("c", D, min_count=4)
+            rep = c.add("c", _items(30))
+            assert len(rep["ingested"]) == 30
+            res = c.search("c", np.ones(D), k=3, exclude_bottom_info_gain_pct=10)
+            assert len(res.hits) == 3 and res.hits[0].stats_version == rep["stats_version"]
+            assert c.stats("c")["modalities"]["text"]["count"] == 30
+            with pytest.raises(NotFoundError):
+                c.search("nope", np.ones(D))
+            with pytest.raises(InvalidInputError, match="HTTP 400"):
+                c.search("c", np.ones(3))
+        with Client(url, api_key="wrong") as c, pytest.raises(InvalidInputError, match="HTTP 401"):
+            c.collections()
+    finally:
+        proc.terminate()
+        proc.wait(10)
