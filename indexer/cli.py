@@ -243,6 +243,49 @@ def rescore(
 
 
 @app.command()
+def attach(
+    qdrant_collection: str,
+    name: Annotated[str | None, typer.Option(help="inforank name (default: the Qdrant collection's).")] = None,
+    image_vector: Annotated[str | None, typer.Option(help="Name of the image vector.")] = None,
+    text_vector: Annotated[str | None, typer.Option(help="Name of the text vector.")] = None,
+    modality: Annotated[str | None, typer.Option(help="Modality of an unnamed vector: image or text.")] = None,
+    model: Annotated[str, typer.Option(help="Model that produced the vectors.")] = "external",
+    pretrained: Annotated[str, typer.Option(help="Its pretrained tag.")] = "",
+    tau: Annotated[float, typer.Option(help="Temperature of information gain.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adopt an existing Qdrant collection of CLIP vectors: statistics, scores, indexes — no re-embedding.
+
+    Example: INFORANK_QDRANT_URL=http://qdrant:6333 inforank attach products --image-vector clip
+    """
+    from indexer.attach import attach as attach_lib
+
+    with opened() as ix, progress(None, f"attach {qdrant_collection}") as bar:
+        rep = attach_lib(
+            ix,
+            qdrant_collection,
+            name=name,
+            image_vector=image_vector,
+            text_vector=text_vector,
+            modality=modality,
+            model=model,
+            pretrained=pretrained,
+            tau=tau,
+            progress=bar.update,
+        )
+        out = {
+            "collection": name or qdrant_collection,
+            "scored": len(rep.ingested),
+            "unchanged": len(rep.unchanged),
+            "rejected": [r.as_dict() for r in rep.rejected],
+            "stats_version": rep.stats_version,
+        }
+        emit(out, as_json, lambda d: f"attached {d['collection']}: scored {d['scored']}, rejected {len(d['rejected'])}")
+        if rep.rejected:
+            raise typer.Exit(REJECTED_EXIT)
+
+
+@app.command()
 def sync(collection: str) -> None:
     """Replay points an interrupted run left unsynced to Qdrant. Example: inforank sync photos"""
     with opened() as ix:

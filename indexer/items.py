@@ -38,6 +38,7 @@ class Item:
     metadata: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    point_id: str | None = None  # an existing Qdrant id (attach); default: derived from the id
 
 
 def vector_hash(v: NDArray[np.floating]) -> str:

@@ -79,6 +79,7 @@ class _Good:
     hashes: dict[str, str]
     meta: dict[str, Any]
     sources: dict[str, str]
+    point_id: str | None = None
 
 
 def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_Good], list[Rejection]]:
@@ -108,7 +109,7 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
             continue
         seen.add(key)
         norms = {m: float(np.linalg.norm(r)) for m, r in raw.items()}
-        good.append(_Good(offset + i, uid, key, raw, norms, hashes, meta, dict(it.sources)))
+        good.append(_Good(offset + i, uid, key, raw, norms, hashes, meta, dict(it.sources), it.point_id))
     for m in c.modalities:
         mine = [g for g in good if m in g.units]
         if mine:
@@ -244,7 +245,7 @@ def _touch_points(
                 collection_id=c.id,
                 item_key=g.key,
                 user_id=g.uid,
-                point_id=point_id(c.name, g.key),
+                point_id=g.point_id or point_id(c.name, g.key),
                 meta={},
                 revision=0,
             )

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def qdrant_id(s: str) -> int | str:
+    """Qdrant point ids are unsigned integers or UUIDs; we carry them as strings."""
+    return int(s) if s.isdigit() else s
+
+
 @dataclass(frozen=True)
 class StorePoint:
     id: str

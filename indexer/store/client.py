@@ -9,7 +9,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from indexer.errors import InvalidQueryError, NotFoundError, StorageError
-from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore
+from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore, qdrant_id
 
 
 def _filter(f: dict[str, Any] | None) -> models.Filter | None:
@@ -85,22 +85,27 @@ class ClientStore(VectorStore):
 
     def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
         if points:
-            pts = [models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points]
+            pts = [models.PointStruct(id=qdrant_id(p.id), vector=dict(p.vectors), payload=p.payload) for p in points]
             self._call(self.client.upsert, name, pts, wait=True)
 
     def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         if not items:
             return
-        ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[pid])) for pid, pl in items]
+        ops = [
+            models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[qdrant_id(pid)]))
+            for pid, pl in items
+        ]
         self._call(self.client.batch_update_points, name, ops, wait=True)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if ids:
-            sel = models.PointIdsList(points=list(ids))
+            sel = models.PointIdsList(points=[qdrant_id(i) for i in ids])
             self._call(self.client.delete, name, points_selector=sel, wait=True)
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
-        pts = self._call(self.client.retrieve, name, list(ids), with_payload=True, with_vectors=with_vectors)
+        pts = self._call(
+            self.client.retrieve, name, [qdrant_id(i) for i in ids], with_payload=True, with_vectors=with_vectors
+        )
         return [_hit(p) for p in pts]
 
     def scroll(self, name: str, offset: Any, limit: int, with_vectors: bool) -> ScrollPage:

@@ -20,14 +20,15 @@ from typing import Any
 import qdrant_edge as qe
 
 from indexer.errors import InvalidQueryError, NotFoundError, StorageError
-from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore
+from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore, qdrant_id
 from indexer.store.edge_filters import to_edge_filter
 
 _META = "inforank-vectors.json"
 
 
-def _pid(s: str) -> uuid.UUID:
-    return uuid.UUID(s)
+def _pid(s: str) -> int | uuid.UUID:
+    q = qdrant_id(s)
+    return q if isinstance(q, int) else uuid.UUID(q)
 
 
 def _hit(p: Any, score: float = 0.0) -> Hit:

@@ -1,0 +1,68 @@
+"""Adopting an existing Qdrant collection: scores added, vectors and user payload untouched."""
+
+import numpy as np
+import pytest
+
+from indexer.api import Indexer
+from indexer.attach import attach
+from indexer.errors import InvalidInputError
+from indexer.store.base import StorePoint
+from retrieval.search import Searcher, SearchOptions
+from tests.conftest import ellipsoid_pairs
+
+D = 16
+
+
+def test_attach_named_vectors_keeps_vectors_and_payload(indexer: Indexer):
+    img, txt = ellipsoid_pairs(60, D)
+    indexer.store.create("legacy", {"clip_img": D, "clip_txt": D}, [])
+    pts = [
+        StorePoint(str(1000 + i), {"clip_img": img[i].tolist(), "clip_txt": txt[i].tolist()}, {"sku": f"s{i}"})
+        for i in range(60)
+    ]
+    indexer.store.upsert("legacy", pts)
+    before = {h.id: h.vectors for h in indexer.store.retrieve("legacy", [p.id for p in pts], with_vectors=True)}
+    rep = attach(indexer, "legacy", image_vector="clip_img", text_vector="clip_txt", min_count=8)
+    assert len(rep.ingested) == 60 and not rep.rejected
+    after = indexer.store.retrieve("legacy", [p.id for p in pts], with_vectors=True)
+    for h in after:
+        assert h.vectors == before[h.id]  # never touched
+        assert h.payload["sku"] == f"s{int(h.id) - 1000}"
+        assert {"image_info_gain", "text_info_gain", "image_conformity"} <= set(h.payload)
+    assert indexer.moments("legacy", "image")[1].n == 60
+    res = Searcher(indexer).search("legacy", txt[0], SearchOptions(k=3, exclude_bottom_info_gain_pct=20))
+    assert len(res.results) == 3 and isinstance(res.results[0].id, int)
+    again = attach(indexer, "legacy", image_vector="clip_img", text_vector="clip_txt")
+    import sqlalchemy as sa
+
+    from indexer.attach import _scroll
+    from indexer.items import vector_hash
+
+    its = {i.id: i for i in _scroll(indexer, "legacy", {"image": "clip_img", "text": "clip_txt"})}
+    with indexer.engine.connect() as cn:
+        print(
+            "DBG",
+            again.ingested[:2],
+            cn.execute(
+                sa.text("select item_key, modality, content_hash from item_vectors where item_key in ('1000', '1001')")
+            ).all(),
+            {k: (vector_hash(its[k].vectors["image"]), vector_hash(its[k].vectors["text"])) for k in (1000, 1001)},
+        )
+    assert again.ingested == [] and len(again.unchanged) == 60  # idempotent
+
+
+def test_attach_unnamed_vector_needs_a_modality(indexer: Indexer, location):
+    if location.edge_path:
+        pytest.skip("the embedded Edge backend creates named vectors only")
+    from qdrant_client import models
+
+    store = indexer.store
+    store.client.create_collection("plain", vectors_config=models.VectorParams(size=D, distance=models.Distance.COSINE))  # type: ignore[attr-defined]
+    img, _ = ellipsoid_pairs(20, D)
+    store.upsert("plain", [StorePoint(str(i), {"": img[i].tolist()}, {}) for i in range(20)])
+    with pytest.raises(InvalidInputError, match="say which modality it is with --modality"):
+        attach(indexer, "plain")
+    rep = attach(indexer, "plain", modality="image")
+    assert len(rep.ingested) == 20
+    assert "image_conformity" in store.retrieve("plain", ["3"])[0].payload
+    assert np.isfinite(indexer.scores("plain", "image")["conformity"]).all()
