@@ -286,6 +286,36 @@ def attach(
 
 
 @app.command()
+def validate(
+    collection: str,
+    sample: Annotated[int, typer.Option(help="Items per modality scored exactly.")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exact information gain on a sample vs the stored fast scores (R²), conformity vs its definition.
+
+    Example: inforank validate photos --sample 500
+    """
+    from indexer.validate import validate as validate_lib
+
+    with opened() as ix:
+        emit(validate_lib(ix, collection, sample=sample), as_json, _validate_text)
+
+
+def _validate_text(d: dict[str, Any]) -> str:
+    lines = [f"{d['collection']} at tau={d['tau']}: {d['verdict']}"]
+    for m, v in d["modalities"].items():
+        stored = v["r2_exact_vs_stored"]
+        lines.append(
+            f"  {m:5s} R²(exact, estimate)={v['r2_exact_vs_fresh_estimate']:.4f} "
+            f"R²(exact, stored)={'n/a' if stored is None else f'{stored:.4f}'} "
+            f"conformity max error={v['conformity_max_abs_error_fresh']:.2e} "
+            f"(stored {v['conformity_max_abs_error_stored']:.2e})"
+            + (f" suggested tau={v['suggested_tau']}" if "suggested_tau" in v else "")
+        )
+    return "\n".join(lines)
+
+
+@app.command()
 def sync(collection: str) -> None:
     """Replay points an interrupted run left unsynced to Qdrant. Example: inforank sync photos"""
     with opened() as ix:

@@ -174,6 +174,22 @@ def align_off(collection: str) -> None:
 
 
 @app.command()
+def report(
+    collection: str,
+    out: Annotated[Path, typer.Option(help="Directory for index.html and the PNG plots.")] = Path("out/report"),
+) -> None:
+    """Write an HTML report with plots of the collection's scores and geometry.
+
+    Example: inforank report photos --out out/photos
+    """
+    from retrieval.report import write_report
+
+    with opened() as ix:
+        page = write_report(ix, collection, out)
+        typer.echo(f"report written to {page.resolve()}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("out/demo"),
     as_json: JsonOpt = False,

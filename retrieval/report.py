@@ -34,6 +34,10 @@ statistics version <b id="stats-version">{st["stats_version"]}</b>, Qdrant: {htm
 {"".join(f'<h2>{t}</h2><img src="{f}" alt="{t}">' for t, f in figs)}
 <h2>Least and most informative items</h2>{tables}
 {_extra(extra)}
+<script>window.addEventListener("load", () => {{
+  const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesLoaded = ok; document.body.dataset.images = document.images.length;
+}});</script>
 </body></html>"""
     page = out / "index.html"
     page.write_text(body, encoding="utf-8")
@@ -88,7 +92,7 @@ def _projection(ix: Indexer, name: str, out: Path) -> tuple[str, str]:
         ax.scatter(p[:, 0], p[:, 1], s=5, alpha=0.5, label=f"{m} shell", color=COLORS[m])
         c = (v.mean(axis=0) - mu) @ vt[:2].T
         ax.scatter([c[0]], [c[1]], marker="x", s=120, color="k")
-    ax.set_title("PCA of normalised embeddings: two shells and the gap (x = modality mean)")
+    ax.set_title("PCA of unit embeddings; x = modality mean", fontsize=9)
     ax.legend()
     return _save(fig, out / "projection.png", "2-D projection of the two modality shells")
 

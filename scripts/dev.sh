@@ -25,6 +25,14 @@ ensure_venv() {
   fi
 }
 
+ensure_chromium() {
+  # The report test renders in Debian's chromium; install it where we may (CI runs as root).
+  if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "could not install chromium: the browser test will be skipped" >&2
+  fi
+}
+
 cmd=${1:-test}
 shift || true
 case "$cmd" in
@@ -32,7 +40,7 @@ case "$cmd" in
     ensure_venv
     HF_HUB_OFFLINE=1 .venv/bin/inforank demo "$@" ;;
   test)
-    ensure_venv; ensure_postgres
+    ensure_venv; ensure_postgres; ensure_chromium
     set +e
     HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -n 2 "$@"
     rc=$?

@@ -1,0 +1,136 @@
+"""The CLI as a user drives it: help everywhere, --json, exit codes, every input format."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from retrieval.cli import app
+from tests.conftest import ellipsoid_pairs
+
+runner = CliRunner()
+D = 16
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, list(args))
+    return r.exit_code, r.stdout + (r.stderr or "")
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((prefix + name, cmd))
+        if hasattr(cmd, "commands"):
+            out += _commands(cmd, prefix + name + " ")
+    return out
+
+
+def test_every_command_has_help_with_an_example():
+    cmds = _commands(get_command(app))  # type: ignore[arg-type]
+    assert {"ingest", "search", "stats", "attach", "rescore", "delete", "validate", "report", "serve", "demo"} <= {
+        n for n, _ in cmds
+    }
+    for name, cmd in cmds:
+        if hasattr(cmd, "commands"):
+            continue
+        assert cmd.help and "Example:" in cmd.help and "inforank " in cmd.help.split("Example:")[1], name
+        code, out = run(*name.split(), "--help")
+        assert code == 0 and "Usage" in out
+
+
+def test_vector_formats_and_json_summary(tmp_path: Path):
+    img, txt = ellipsoid_pairs(40, D)
+    np.savez(tmp_path / "img.npz", vectors=img, ids=np.array([f"x{i}" for i in range(40)]))
+    np.save(tmp_path / "txt.npy", txt[:20])
+    (tmp_path / "ids.txt").write_text("\n".join(f"x{i}" for i in range(20)))
+    pq.write_table(
+        pa.table(
+            {"id": [f"x{i}" for i in range(20, 40)], "vector": [t.tolist() for t in txt[20:]], "lang": ["en"] * 20}
+        ),
+        tmp_path / "txt.parquet",
+    )
+    lines = [
+        json.dumps({"id": "j1", "vector": img[0].tolist(), "metadata": {"k": 1}}),
+        "{broken",
+        json.dumps({"id": "j2"}),
+    ]
+    (tmp_path / "more.jsonl").write_text("\n".join(lines))
+    assert run("create", "c", "--dim", str(D), "--min-count", "4")[0] == 0
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "img.npz"), "--modality", "image", "--json")
+    assert code == 0 and json.loads(out)["ingested"] == 40
+    code, out = run(
+        "ingest",
+        "c",
+        "--vectors",
+        str(tmp_path / "txt.npy"),
+        "--modality",
+        "text",
+        "--ids",
+        str(tmp_path / "ids.txt"),
+        "--json",
+    )
+    assert code == 0 and json.loads(out)["ingested"] == 20
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "txt.parquet"), "--modality", "text", "--json")
+    assert code == 0 and json.loads(out)["ingested"] == 20
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "more.jsonl"), "--modality", "image", "--json")
+    summary = json.loads(out)
+    assert code == 1 and summary["ingested"] == 1
+    assert [r["reason"] for r in summary["rejected"]] == [
+        "line 2: malformed JSON (Expecting property name enclosed in double quotes)",
+        "line 3: no 'vector' field",
+    ]
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "img.npz"), "--modality", "image", "--json")
+    assert code == 0 and json.loads(out)["skipped_duplicates"] == 40
+    code, out = run("stats", "c", "--json")
+    st = json.loads(out)
+    assert st["modalities"]["image"]["count"] == 41 and st["modalities"]["text"]["count"] == 40
+    assert st["modalities"]["text"]["pending_scores"] == 0 and "gap" in st
+    np.save(tmp_path / "q.npy", txt[3])
+    code, out = run(
+        "search",
+        "c",
+        "--vector",
+        str(tmp_path / "q.npy"),
+        "--k",
+        "3",
+        "--json",
+        "--filter",
+        '{"must": [{"key": "lang", "match": {"value": "en"}}]}',
+        "--modality",
+        "text",
+    )
+    res = json.loads(out)
+    assert code == 0 and len(res["results"]) == 3 and all(r["payload"]["lang"] == "en" for r in res["results"])
+    code, out = run("delete", "c", "--ids", "x1,x2,zz", "--json")
+    assert json.loads(out) == {"deleted": ["x1", "x2"], "missing": ["zz"]}
+    code, out = run("validate", "c", "--sample", "20", "--json")
+    assert code == 0 and set(json.loads(out)["modalities"]) == {"image", "text"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ingest", "nope", "--vectors", "x.npy", "--modality", "image"], 3, "Collection 'nope' does not exist"),
+        (["ingest", "c", "--vectors", "missing.npy", "--modality", "image"], 2, "missing.npy does not exist"),
+        (["ingest", "c", "--vectors", "x.npy"], 2, "--vectors needs --modality"),
+        (["create", "c", "--dim", "8"], 4, "already exists"),
+        (["search", "c", "--vector", "q3.npy"], 2, "wrong dimension 3"),
+        (["search", "c", "--text", "hi"], 2, "holds external vectors"),
+        (["search", "c", "--vector", "q3.npy", "--filter", "{"], 2, "--filter is not valid JSON"),
+        (["ingest", "c", "--texts", "t.txt"], 2, "holds external vectors"),
+    ],
+)
+def test_errors_have_exit_codes_and_messages(tmp_path: Path, args, code, message):
+    run("create", "c", "--dim", str(D))
+    np.save("x.npy", np.ones((2, D)))
+    np.save("q3.npy", np.ones(3))
+    Path("t.txt").write_text("hello\n")
+    got, out = run(*args)
+    assert got == code and message in out

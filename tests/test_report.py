@@ -1,0 +1,75 @@
+"""The HTML report, rendered by a real headless Chromium: the page loads and its plots load."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from indexer.api import Indexer
+from indexer.items import Item
+from retrieval.report import write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",
+]
+
+
+@pytest.fixture
+def report(indexer: Indexer, coco, tmp_path: Path) -> Path:
+    img, txt = coco
+    indexer.create_collection("r", dim=512)
+    indexer.add(
+        "r", [Item({"image": img[i], "text": txt[i]}, id=i, sources={"text": f"caption {i}"}) for i in range(200)]
+    )
+    return write_report(indexer, "r", tmp_path / "rep")
+
+
+def test_report_is_self_contained(report: Path):
+    html = report.read_text()
+    pngs = re.findall(r'src="([^"]+\.png)"', html)
+    assert len(pngs) == 3 and all((report.parent / p).stat().st_size > 5000 for p in pngs)
+    assert 'id="stats-version">1<' in html
+    assert "least informative" in html and "caption" in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
+    profile = tmp_path / "profile"
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom)
+    total = re.search(r'data-images="(\d+)"', dom)
+    assert loaded and total and loaded.group(1) == total.group(1) == "3", dom[-500:]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank canvas
+    keep = Path(__file__).resolve().parents[1] / "out" / "report-screenshot.png"
+    keep.parent.mkdir(exist_ok=True)
+    shutil.copy(shot, keep)
