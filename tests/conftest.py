@@ -50,7 +50,7 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def pg_server() -> Iterator[str]:
     """Admin URL of a real PostgreSQL server."""
     if DOCKER:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
             yield pg.get_connection_url()
@@ -82,12 +82,34 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'inforank.sqlite'}"
 
 
-@pytest.fixture(params=["edge", "client-local"])
+QDRANT_IMAGE = "qdrant/qdrant:v1.17.0"
+
+
+@pytest.fixture(scope="session")
+def qdrant_server() -> Iterator[str]:
+    """URL of a real Qdrant server started by testcontainers (skipped without Docker)."""
+    if not DOCKER:
+        pytest.skip(NO_DOCKER)
+    from testcontainers.community.qdrant import QdrantContainer
+
+    with QdrantContainer(QDRANT_IMAGE) as q:
+        yield f"http://{q.rest_host_address}"
+
+
+@pytest.fixture(params=["edge", "client-local", "server"])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> QdrantLocation:
-    """Both backends behind the one interface: embedded Edge and qdrant-client local mode
-    (which speaks the server's API and stands in for a server where none runs)."""
+    """Every backend behind the one interface: embedded Edge, qdrant-client local mode (speaks
+    the server's API) and, where Docker runs, a real Qdrant server. Same tests for all."""
     if request.param == "edge":
         return QdrantLocation(edge_path=str(tmp_path / "edge"))
+    if request.param == "server":
+        url = request.getfixturevalue("qdrant_server")
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=url)
+        for c in client.get_collections().collections:  # a clean server per test
+            client.delete_collection(c.name)
+        return QdrantLocation(url=url)
     return QdrantLocation(local_path=":memory:")
 
 

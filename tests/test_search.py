@@ -10,13 +10,15 @@ from retrieval import align
 from retrieval.search import Searcher, SearchOptions
 
 
-@pytest.fixture(scope="module", params=["edge", "client-local"])
+@pytest.fixture(scope="module", params=["edge", "client-local", "server"])
 def location(request, tmp_path_factory):
     """Module-scoped: one COCO collection per backend serves every test here."""
     from indexer.store import QdrantLocation
 
     if request.param == "edge":
         return QdrantLocation(edge_path=str(tmp_path_factory.mktemp("edge")))
+    if request.param == "server":
+        return QdrantLocation(url=request.getfixturevalue("qdrant_server"))
     return QdrantLocation(local_path=":memory:")
 
 
