@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from indexer.db.models import PointRow, VectorRow
 from indexer.store.base import StorePoint
 
 
-def unit_of(row: VectorRow) -> np.ndarray:
+def unit_of(row: Any) -> np.ndarray:
     return np.frombuffer(row.vector, dtype="<f4")
 
 
-def payload(point: PointRow, vecs: list[VectorRow]) -> dict[str, Any]:
+def payload(point: Any, vecs: Sequence[Any]) -> dict[str, Any]:
+    """``point``/``vecs``: :class:`PointRow`/:class:`VectorRow` objects or rows with their columns."""
     out: dict[str, Any] = dict(point.meta or {})
     out["inforank_id"] = point.user_id
     for v in vecs:
@@ -31,6 +32,6 @@ def payload(point: PointRow, vecs: list[VectorRow]) -> dict[str, Any]:
     return out
 
 
-def store_point(point: PointRow, vecs: list[VectorRow], names: dict[str, str]) -> StorePoint:
+def store_point(point: Any, vecs: Sequence[Any], names: dict[str, str]) -> StorePoint:
     vectors = {names[v.modality]: unit_of(v).tolist() for v in vecs}
     return StorePoint(point.point_id, vectors, payload(point, vecs))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.collections import Collection
@@ -21,6 +22,19 @@ from indexer.payload import payload, store_point
 from indexer.store.base import VectorStore
 
 BATCH = 1024
+
+
+_POINT = (PointRow.item_key, PointRow.user_id, PointRow.point_id, PointRow.meta, PointRow.deleted)
+_VECTOR = (
+    VectorRow.item_key,
+    VectorRow.modality,
+    VectorRow.content_hash,
+    VectorRow.vector,
+    VectorRow.source,
+    VectorRow.conformity,
+    VectorRow.info_gain,
+    VectorRow.scores_version,
+)
 
 
 def sync_dirty(
@@ -34,17 +48,13 @@ def sync_dirty(
     total = 0
     while True:
         with sessions.begin() as s:
-            pts = (
-                s.execute(
-                    select(PointRow)
-                    .where(PointRow.collection_id == c.id, PointRow.dirty.is_(True))
-                    .order_by(PointRow.item_key)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
-                )
-                .scalars()
-                .all()
-            )
+            pts = s.execute(
+                select(*_POINT)
+                .where(PointRow.collection_id == c.id, PointRow.dirty.is_(True))
+                .order_by(PointRow.item_key)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).all()
             if not pts:
                 return total
             _push(s, store, c, list(pts))
@@ -53,32 +63,26 @@ def sync_dirty(
             progress(len(pts))
 
 
-def _push(s: Session, store: VectorStore, c: Collection, pts: list[PointRow]) -> None:
-    gone = [p for p in pts if p.deleted]
+def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None:
+    gone = [p.item_key for p in pts if p.deleted]
     live = [p for p in pts if not p.deleted]
-    vecs: dict[str, list[VectorRow]] = defaultdict(list)
+    vecs: dict[str, list[Any]] = defaultdict(list)
     keys = [p.item_key for p in live]
     for start in range(0, len(keys), 500):
         for v in s.execute(
-            select(VectorRow).where(VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500]))
-        ).scalars():
+            select(*_VECTOR).where(VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500]))
+        ):
             vecs[v.item_key].append(v)
     if live:
         if c.attached:  # adopted collection: never touch the user's vectors
             store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vecs[p.item_key])) for p in live])
         else:
-            store.upsert(
-                c.qdrant_collection,
-                [store_point(p, vecs[p.item_key], c.vector_names) for p in live],
-            )
+            store.upsert(c.qdrant_collection, [store_point(p, vecs[p.item_key], c.vector_names) for p in live])
     if gone:
-        store.delete(c.qdrant_collection, [p.point_id for p in gone])
+        store.delete(c.qdrant_collection, [p.point_id for p in pts if p.deleted])
         for start in range(0, len(gone), 500):
             s.execute(
-                delete(PointRow).where(
-                    PointRow.collection_id == c.id,
-                    PointRow.item_key.in_([p.item_key for p in gone[start : start + 500]]),
-                )
+                delete(PointRow).where(PointRow.collection_id == c.id, PointRow.item_key.in_(gone[start : start + 500]))
             )
-    for p in live:
-        p.dirty = False
+    if live:
+        s.execute(update(PointRow), [{"collection_id": c.id, "item_key": k, "dirty": False} for k in keys])

@@ -23,13 +23,20 @@ class Checked:
     reasons: dict[int, str]
 
 
+def problem_of_shape(shape: tuple[int, ...], dim: int) -> str | None:
+    if len(shape) != 1:
+        return f"expected a 1-D vector, got shape {shape}"
+    if shape[0] != dim:
+        return f"wrong dimension {shape[0]}, the collection expects {dim}"
+    return None
+
+
 def problem(vector: NDArray[np.floating], dim: int) -> str | None:
     """Why one vector cannot be used, or ``None`` when it can."""
     v = np.asarray(vector)
-    if v.ndim != 1:
-        return f"expected a 1-D vector, got shape {v.shape}"
-    if v.shape[0] != dim:
-        return f"wrong dimension {v.shape[0]}, the collection expects {dim}"
+    why = problem_of_shape(v.shape, dim)
+    if why:
+        return why
     if not np.all(np.isfinite(v)):
         return "vector contains NaN or Inf"
     if float(np.linalg.norm(v.astype(np.float64))) < MIN_NORM:

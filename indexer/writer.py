@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from indexer import collections as catalog
@@ -38,7 +38,7 @@ from indexer.items import (
 from indexer.moments import Moments
 from indexer.payload import unit_of
 from indexer.scoring import score_members
-from indexer.vectors import normalise, problem
+from indexer.vectors import check_rows, normalise, problem_of_shape
 
 IN_CHUNK = 500
 
@@ -82,10 +82,30 @@ class _Good:
     point_id: str | None = None
 
 
+def _vector_problems(c: Collection, items: Sequence[Item]) -> dict[tuple[int, str], str]:
+    """Reasons per (item, modality), checked per modality in one vectorised pass."""
+    out: dict[tuple[int, str], str] = {}
+    for m in c.modalities:
+        idx = [i for i, it in enumerate(items) if m in it.vectors]
+        shaped = []
+        for i in idx:
+            why = problem_of_shape(np.shape(items[i].vectors[m]), c.dim)
+            if why:
+                out[(i, m)] = f"{m} vector: {why}"
+            else:
+                shaped.append(i)
+        if shaped:
+            ck = check_rows(np.stack([np.asarray(items[i].vectors[m], dtype=np.float64) for i in shaped]), c.dim)
+            for pos, why in ck.reasons.items():
+                out[(shaped[pos], m)] = f"{m} vector: {why}"
+    return out
+
+
 def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_Good], list[Rejection]]:
     good: list[_Good] = []
     bad: list[Rejection] = []
     seen: set[str] = set()
+    problems = _vector_problems(c, items)
     for i, it in enumerate(items):
         try:
             if not it.vectors:
@@ -94,10 +114,9 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
             for m, v in it.vectors.items():
                 if m not in c.vector_names:
                     raise InvalidItemError(f"collection {c.name!r} has no {m!r} vectors")
+                if (i, m) in problems:
+                    raise InvalidItemError(problems[(i, m)])
                 raw[m] = np.asarray(v, dtype=np.float64)
-                why = problem(raw[m], c.dim)
-                if why:
-                    raise InvalidItemError(f"{m} vector: {why}")
             meta = check_metadata(it.metadata or {})
             hashes = {m: it.hashes.get(m) or vector_hash(it.vectors[m]) for m in it.vectors}
             uid = check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
@@ -108,7 +127,7 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
             bad.append(Rejection(offset + i, it.id, str(exc)))
             continue
         seen.add(key)
-        norms = {m: float(np.linalg.norm(r)) for m, r in raw.items()}
+        norms = {m: float(np.sqrt(r @ r)) for m, r in raw.items()}
         good.append(_Good(offset + i, uid, key, raw, norms, hashes, meta, dict(it.sources), it.point_id))
     for m in c.modalities:
         mine = [g for g in good if m in g.units]
@@ -149,8 +168,8 @@ def write(
     row = lock_collection(session, coll.id)
     c = Collection.of(row)
     keys = [g.key for g in good]
-    existing = {(v.item_key, v.modality): v for v in _rows(session, VectorRow, c.id, keys)}
-    points = {p.item_key: p for p in _rows(session, PointRow, c.id, keys)}
+    existing = {(v.item_key, v.modality): v for v in _lookup(session, _VEC_COLS, VectorRow, c.id, keys)}
+    points = {p.item_key: p for p in _lookup(session, _POINT_COLS, PointRow, c.id, keys)}
     adds: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
     removes: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
     changed: list[tuple[_Good, str]] = []
@@ -202,58 +221,101 @@ def _record(
     session: Session,
     c: Collection,
     changed: list[tuple[_Good, str]],
-    existing: dict[tuple[str, str], VectorRow],
+    existing: dict[tuple[str, str], Any],
     version: int,
     new: dict[str, tuple[int, Moments]],
 ) -> None:
-    by_mod: dict[str, list[tuple[_Good, str]]] = defaultdict(list)
+    """Store vectors and scores with two bulk statements (insert new rows, update the rest)."""
+    by_mod: dict[str, list[_Good]] = defaultdict(list)
     for g, m in changed:
-        by_mod[m].append((g, m))
+        by_mod[m].append(g)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for m, lst in by_mod.items():
         own = new[m][1]
         other = new.get(_other(m), (0, Moments.empty(c.dim)))[1]
-        unit = np.stack([g.units[m] for g, _ in lst]).astype(np.float64)
+        unit = np.stack([g.units[m] for g in lst]).astype(np.float64)
         sc = score_members(unit, own, other, c.tau, c.min_count)
-        for j, (g, _) in enumerate(lst):
-            vr = existing.get((g.key, m))
-            if vr is None:
-                vr = VectorRow(collection_id=c.id, item_key=g.key, modality=m)
-                session.add(vr)
-            vr.content_hash = g.hashes[m]
-            vr.vector = np.ascontiguousarray(g.units[m], dtype="<f4").tobytes()
-            vr.raw_norm = g.norms[m]
-            vr.source = g.sources.get(m)
-            vr.conformity = None if sc.conformity is None else float(sc.conformity[j])
-            vr.info_gain = None if sc.info_gain is None else float(sc.info_gain[j])
-            vr.scores_version = version if sc.conformity is not None and sc.info_gain is not None else None
+        done = sc.conformity is not None and sc.info_gain is not None
+        for j, g in enumerate(lst):
+            row = {
+                "collection_id": c.id,
+                "item_key": g.key,
+                "modality": m,
+                "content_hash": g.hashes[m],
+                "vector": np.ascontiguousarray(g.units[m], dtype="<f4").tobytes(),
+                "raw_norm": g.norms[m],
+                "source": g.sources.get(m),
+                "conformity": None if sc.conformity is None else float(sc.conformity[j]),
+                "info_gain": None if sc.info_gain is None else float(sc.info_gain[j]),
+                "scores_version": version if done else None,
+            }
+            (updates if (g.key, m) in existing else inserts).append(row)
+    if inserts:
+        session.execute(insert(VectorRow), inserts)
+    if updates:
+        session.execute(update(VectorRow), updates)  # bulk UPDATE by primary key
 
 
 def _touch_points(
     session: Session,
     c: Collection,
     good: list[_Good],
-    points: dict[str, PointRow],
+    points: dict[str, Any],
     changed_ids: set[UserId],
     version: int,
 ) -> None:
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for g in good:
         if g.uid not in changed_ids:
             continue
         p = points.get(g.key)
         if p is None:
-            p = PointRow(
-                collection_id=c.id,
-                item_key=g.key,
-                user_id=g.uid,
-                point_id=g.point_id or point_id(c.name, g.key),
-                meta={},
-                revision=0,
+            inserts.append(
+                {
+                    "collection_id": c.id,
+                    "item_key": g.key,
+                    "user_id": g.uid,
+                    "point_id": g.point_id or point_id(c.name, g.key),
+                    "meta": dict(g.meta),
+                    "revision": 1,
+                    "dirty": True,
+                    "deleted": False,
+                }
             )
-            session.add(p)
-        p.meta = {**(p.meta or {}), **g.meta} if not p.deleted else dict(g.meta)
-        p.revision = (p.revision or 0) + 1
-        p.dirty = True
-        p.deleted = False
+        else:
+            meta = dict(g.meta) if p.deleted else {**(p.meta or {}), **g.meta}
+            updates.append(
+                {
+                    "collection_id": c.id,
+                    "item_key": g.key,
+                    "meta": meta,
+                    "revision": (p.revision or 0) + 1,
+                    "dirty": True,
+                    "deleted": False,
+                }
+            )
+    if inserts:
+        session.execute(insert(PointRow), inserts)
+    if updates:
+        session.execute(update(PointRow), updates)
+
+
+_VEC_COLS = ("item_key", "modality", "content_hash", "vector", "raw_norm")
+_POINT_COLS = ("item_key", "meta", "deleted", "revision")
+
+
+def _lookup(session: Session, cols: Sequence[str], model: Any, cid: int, keys: Sequence[str]) -> list[Any]:
+    """Only the columns the write needs, as plain rows: no ORM identity-map bookkeeping."""
+    out: list[Any] = []
+    for s in range(0, len(keys), IN_CHUNK):
+        out += session.execute(
+            select(*(getattr(model, k) for k in cols)).where(
+                model.collection_id == cid, model.item_key.in_(keys[s : s + IN_CHUNK])
+            )
+        ).all()
+    return out
 
 
 def fill_pending(session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int) -> int:

@@ -10,9 +10,11 @@ no update is lost, and storage stays one O(d²) row per modality (plus one drift
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from indexer.db.models import CollectionRow, StatsRow
@@ -61,18 +63,22 @@ def write_moments(
     version: int,
     kind: str = CURRENT,
 ) -> None:
-    row = session.get(StatsRow, (collection_id, modality, kind))
-    if row is None:
-        row = StatsRow(collection_id=collection_id, modality=modality, kind=kind)
-        session.add(row)
-    row.version = version
-    row.n = m.n
-    row.dim = m.dim
-    row.mean = to_bytes(m.mean)
-    row.m2 = to_bytes(m.m2)
-    row.raw_mean = to_bytes(m.raw_mean)
-    row.norm_sum = m.norm_sum
-    row.norm_sq_sum = m.norm_sq_sum
+    """Overwrite (or create) one statistics row without reading the old 2 MB blob first."""
+    values = {
+        "version": version,
+        "n": m.n,
+        "dim": m.dim,
+        "mean": to_bytes(m.mean),
+        "m2": to_bytes(m.m2),
+        "raw_mean": to_bytes(m.raw_mean),
+        "norm_sum": m.norm_sum,
+        "norm_sq_sum": m.norm_sq_sum,
+        "updated_at": datetime.now(UTC),
+    }
+    key = (StatsRow.collection_id == collection_id, StatsRow.modality == modality, StatsRow.kind == kind)
+    res: Any = session.execute(update(StatsRow).where(*key).values(**values))
+    if res.rowcount == 0:
+        session.execute(insert(StatsRow).values(collection_id=collection_id, modality=modality, kind=kind, **values))
 
 
 class StatsCache:

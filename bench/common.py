@@ -1,0 +1,42 @@
+"""Shared helpers: timing, synthetic CLIP-shaped data, result printing."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Minimum wall time of ``repeat`` runs (seconds): the least noisy figure on a shared machine."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def clip_like(n: int, d: int = 512, seed: int = 0, shift: int = 0) -> np.ndarray:
+    """Anisotropic, off-centre unit vectors: the shape of one CLIP modality's shell."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(1.0, 0.02, d)
+    x = rng.standard_normal((n, d)).astype(np.float32) * scales.astype(np.float32)
+    x[:, shift] += 1.5
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def report(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    data = {"benchmark": name, "machine": machine(), **data}
+    print(json.dumps(data, default=float))
+    return data
