@@ -27,10 +27,13 @@ def plain_upsert(root: Path, vecs: np.ndarray, batch: int) -> float:
     store.create("plain", {"image": vecs.shape[1]}, [])
     t = time.perf_counter()
     for s in range(0, len(vecs), batch):
-        store.upsert("plain", [
-            StorePoint(str(uuid.uuid5(uuid.NAMESPACE_OID, str(i))), {"image": vecs[i].tolist()}, {"id": i})
-            for i in range(s, min(s + batch, len(vecs)))
-        ])
+        store.upsert(
+            "plain",
+            [
+                StorePoint(str(uuid.uuid5(uuid.NAMESPACE_OID, str(i))), {"image": vecs[i].tolist()}, {"id": i})
+                for i in range(s, min(s + batch, len(vecs)))
+            ],
+        )
     dt = time.perf_counter() - t
     store.close()
     return dt
@@ -56,12 +59,20 @@ def run(n: int = 100_000, batch: int = 1024) -> dict:
         ours, ix = inforank_ingest(Path(d) / "ours", vecs, texts, batch)
         assert ix.store.count("bench") == n + len(texts)
         ix.close()
-    return report("ingest", {
-        "n": n, "batch": batch, "backend": "embedded Qdrant Edge + SQLite",
-        "plain_upsert_s": base, "inforank_s": ours, "ratio": ours / base,
-        "overhead_pct": 100 * (ours / base - 1), "goal_overhead_pct": 10,
-        "inforank_items_per_s": n / ours,
-    })
+    return report(
+        "ingest",
+        {
+            "n": n,
+            "batch": batch,
+            "backend": "embedded Qdrant Edge + SQLite",
+            "plain_upsert_s": base,
+            "inforank_s": ours,
+            "ratio": ours / base,
+            "overhead_pct": 100 * (ours / base - 1),
+            "goal_overhead_pct": 10,
+            "inforank_items_per_s": n / ours,
+        },
+    )
 
 
 if __name__ == "__main__":

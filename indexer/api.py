@@ -224,6 +224,7 @@ class Indexer:
                     VectorRow.info_gain,
                     VectorRow.scores_version,
                     VectorRow.source,
+                    PointRow.meta,
                 )
                 .join(
                     PointRow,
@@ -239,6 +240,7 @@ class Indexer:
             "info_gain": np.array([nan if r[2] is None else r[2] for r in rows], dtype=float),
             "version": np.array([-1 if r[3] is None else r[3] for r in rows]),
             "source": np.array([r[4] for r in rows], dtype=object),
+            "meta": np.array([r[5] or {} for r in rows], dtype=object),
         }
 
     def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:

@@ -186,28 +186,6 @@ def _ingest_text(d: dict[str, Any]) -> str:
 
 
 @app.command()
-def stats(collection: str, as_json: JsonOpt = False) -> None:
-    """Per-modality count, mean norm, version, drift and diagnostics. Example: inforank stats photos"""
-    with opened() as ix:
-        emit(ix.stats(collection), as_json, _stats_text)
-
-
-def _stats_text(d: dict[str, Any]) -> str:
-    out = [f"{d['collection']}  model={d['model']}  dim={d['dim']}  tau={d['tau']}  version={d['stats_version']}"]
-    for m, s in d["modalities"].items():
-        drift = "n/a" if s["drift"] is None else f"{s['drift']:.4f}"
-        iso = s.get("isotropy", {})
-        out.append(
-            f"  {m:5s} count={s['count']:<8d} |mean|={s['mean_norm']:.4f} version={s['stats_version']} "
-            f"drift={drift} pending={s['pending_scores']} I1={iso.get('i1', float('nan')):.3g} "
-            f"I2={iso.get('i2', float('nan')):.3g} shell_rms={s['shell']['rms_radius']:.4f}"
-        )
-    if "gap" in d:
-        out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
-    return "\n".join(out)
-
-
-@app.command()
 def delete(
     collection: str,
     ids: Annotated[str, typer.Option(help="Comma-separated ids (integers are taken as integers).")],

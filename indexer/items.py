@@ -17,7 +17,9 @@ MODALITIES = ("image", "text")
 #: payload keys inforank owns; user metadata may not use them.
 RESERVED_PREFIX = "inforank_"
 SCORE_FIELDS = tuple(f"{m}_{s}" for m in MODALITIES for s in ("conformity", "info_gain"))
-RESERVED = frozenset([*SCORE_FIELDS] + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source")])
+RESERVED = frozenset(
+    [*SCORE_FIELDS] + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source", "raw_norm")]
+)
 _NS = uuid.UUID("7d1d7c1e-2f4e-4f59-9d0e-6a0c5b1f3e21")
 
 UserId = str | int

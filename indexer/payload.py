@@ -27,6 +27,8 @@ def payload(point: Any, vecs: Sequence[Any]) -> dict[str, Any]:
             out[f"{m}_conformity"] = float(v.conformity)
         if v.info_gain is not None:
             out[f"{m}_info_gain"] = float(v.info_gain)
+        if getattr(v, "raw_norm", None) is not None:
+            out[f"{m}_raw_norm"] = float(v.raw_norm)
         if v.scores_version is not None:
             out[f"{m}_stats_version"] = int(v.scores_version)
     return out

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     api_key: str | None = None
+    url: str | None = None  # INFORANK_URL: the CLI's reads go to a running `inforank serve`
 
     def db_url(self) -> str:
         if self.database_url:

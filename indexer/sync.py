@@ -31,6 +31,7 @@ _VECTOR = (
     VectorRow.content_hash,
     VectorRow.vector,
     VectorRow.source,
+    VectorRow.raw_norm,
     VectorRow.conformity,
     VectorRow.info_gain,
     VectorRow.scores_version,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
 
 from indexer import errors
 from indexer.cli import app, emit, fail, opened
+from indexer.settings import Settings
 from retrieval import align as align_lib
+from retrieval.client import Client
 from retrieval.search import Searcher, SearchOptions
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -66,6 +71,17 @@ def search(
         flt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as exc:
         fail(errors.InvalidQueryError(f"--filter is not valid JSON: {exc.msg}."))
+    remote = Settings().url
+    if remote:
+        if vector is None:
+            fail(errors.InvalidQueryError("In remote mode (INFORANK_URL) query with --vector."))
+        body = {k: v for k, v in _search_options(locals()).__dict__.items() if k != "payload_filter"}
+        with _client(remote) as cl:
+            res = cl.search(collection, np.load(vector, allow_pickle=False), filter=flt, **body)
+        emit(
+            {"results": [h.__dict__ for h in res.hits], "note": res.note, "applied": res.applied}, as_json, _search_text
+        )
+        return
     with opened() as ix:
         c = ix.collection(collection)
         qmod = vector_modality
@@ -104,6 +120,25 @@ def search(
         emit(resp.as_dict(), as_json, _search_text)
 
 
+def _search_options(a: dict[str, Any]) -> SearchOptions:
+    return SearchOptions(
+        k=a["k"],
+        modality=a["modality"],
+        query_modality=a["vector_modality"],
+        min_info_gain=a["min_info_gain"],
+        max_info_gain=a["max_info_gain"],
+        min_conformity=a["min_conformity"],
+        max_conformity=a["max_conformity"],
+        exclude_bottom_info_gain_pct=a["exclude_bottom_info_gain_pct"],
+        payload_filter=a.get("flt"),
+        rerank_info_gain=a["rerank_info_gain"],
+        rerank_conformity=a["rerank_conformity"],
+        depth=a["depth"],
+        align=a["align"],
+        calibrate=not a["no_calibrate"],
+    )
+
+
 def _fmt(v: Any) -> str:
     return "   n/a " if v is None else f"{v:7.4f}"
 
@@ -118,6 +153,45 @@ def _search_text(d: dict[str, Any]) -> str:
     if d["note"]:
         lines.append(f"note: {d['note']}")
     return "\n".join(lines)
+
+
+@app.command()
+def stats(collection: str, as_json: JsonOpt = False) -> None:
+    """Per-modality count, mean norm, version, drift and diagnostics. Example: inforank stats photos"""
+    remote = Settings().url
+    if remote:
+        with _client(remote) as c:
+            emit(c.stats(collection), as_json, _stats_text)
+        return
+    with opened() as ix:
+        emit(ix.stats(collection), as_json, _stats_text)
+
+
+def _stats_text(d: dict[str, Any]) -> str:
+    out = [f"{d['collection']}  model={d['model']}  dim={d['dim']}  tau={d['tau']}  version={d['stats_version']}"]
+    for m, s in d["modalities"].items():
+        drift = "n/a" if s["drift"] is None else f"{s['drift']:.4f}"
+        iso = s.get("isotropy", {})
+        out.append(
+            f"  {m:5s} count={s['count']:<8d} |mean|={s['mean_norm']:.4f} version={s['stats_version']} "
+            f"drift={drift} pending={s['pending_scores']} I1={iso.get('i1', float('nan')):.3g} "
+            f"I2={iso.get('i2', float('nan')):.3g} shell_rms={s['shell']['rms_radius']:.4f}"
+        )
+    if "gap" in d:
+        out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
+    return "\n".join(out)
+
+
+@contextmanager
+def _client(url: str) -> Iterator[Client]:
+    """Remote mode: the same command against `inforank serve` at ``url`` (INFORANK_URL)."""
+    try:
+        with Client(url, api_key=Settings().api_key) as c:
+            yield c
+    except errors.InforankError as exc:
+        fail(exc)
+    except httpx.HTTPError as exc:
+        fail(errors.StorageError(f"Cannot reach the inforank service at {url}: {exc}"))
 
 
 @align_app.command("fit")

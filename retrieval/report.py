@@ -23,7 +23,7 @@ def write_report(ix: Indexer, name: str, out: Path, extra: dict[str, Any] | None
     st = ix.stats(name)
     scores = {m: ix.scores(name, m) for m in st["modalities"]}
     figs = [_hist(scores, out), _scatter(scores, out), _projection(ix, name, out)]
-    tables = "".join(_extremes(m, s) for m, s in scores.items())
+    tables = "".join(_extremes(m, s, out) for m, s in scores.items())
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>inforank report: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{max-width:100%}}</style></head><body>
@@ -104,7 +104,7 @@ def _save(fig: Any, path: Path, title: str) -> tuple[str, str]:
     return title, path.name
 
 
-def _extremes(m: str, s: dict[str, np.ndarray], n: int = 8) -> str:
+def _extremes(m: str, s: dict[str, np.ndarray], out: Path, n: int = 8) -> str:
     ig = s["info_gain"]
     ok = np.flatnonzero(np.isfinite(ig))
     if not len(ok):
@@ -112,24 +112,43 @@ def _extremes(m: str, s: dict[str, np.ndarray], n: int = 8) -> str:
     order = ok[np.argsort(ig[ok])]
 
     def rows(idx: np.ndarray) -> str:
-        out = []
+        lines: list[str] = []
         for i in idx:
             src = s["source"][i]
-            thumb = ""
-            if m == "image" and src and Path(str(src)).exists():
-                thumb = f'<img src="file://{html.escape(str(src))}" width="64">'
+            thumb = _thumbnail(src, out, i) if m == "image" and src else ""
             label = html.escape(str(src)[:80]) if src and m == "text" else ""
-            out.append(
+            lines.append(
                 f"<tr><td>{html.escape(str(s['ids'][i]))}</td><td>{ig[i]:.5f}</td>"
-                f"<td>{s['conformity'][i]:.4f}</td><td>{label}{thumb}</td></tr>"
+                f"<td>{s['conformity'][i]:.4f}</td><td>{label}{thumb}</td><td>{_meta(s['meta'][i])}</td></tr>"
             )
-        return "".join(out)
+        return "".join(lines)
 
-    head = "<tr><th>id</th><th>info gain</th><th>conformity</th><th>content</th></tr>"
+    head = "<tr><th>id</th><th>info gain</th><th>conformity</th><th>content</th><th>metadata</th></tr>"
     return (
         f"<h3>{m}: least informative</h3><table>{head}{rows(order[:n])}</table>"
         f"<h3>{m}: most informative</h3><table>{head}{rows(order[::-1][:n])}</table>"
     )
+
+
+def _thumbnail(src: Any, out: Path, i: int) -> str:
+    """A 96-px copy inside the report folder, so the page stays self-contained."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return ""
+    try:
+        (out / "thumbs").mkdir(exist_ok=True)
+        name = f"thumbs/{i}.png"
+        with Image.open(str(src)) as im:
+            im.thumbnail((96, 96))
+            im.convert("RGB").save(out / name)
+        return f'<img src="{name}" alt="thumbnail" width="64">'
+    except OSError:
+        return ""
+
+
+def _meta(meta: dict[str, Any] | None) -> str:
+    return html.escape(", ".join(f"{k}={v}" for k, v in (meta or {}).items())[:160])
 
 
 def _extra(extra: dict[str, Any] | None) -> str:

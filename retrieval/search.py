@@ -10,6 +10,8 @@ statistics, ``z = (q·v − q·m̂)/sqrt(qᵀΣq)``, so images and texts share o
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,23 +90,54 @@ def validate(o: SearchOptions) -> None:
             raise InvalidQueryError(f"{name} must be a finite number.")
 
 
+#: the score distribution is re-read when the modality's count moved by this fraction …
+REFRESH_FRACTION = 0.01
+#: … or when it is older than this many seconds (and the statistics changed meanwhile).
+REFRESH_SECONDS = 60.0
+
+
+@dataclass
+class _Dist:
+    version: int
+    count: int
+    at: float
+    fields: dict[str, tuple[float, float, np.ndarray]]
+
+
 class Searcher:
     def __init__(self, ix: Indexer) -> None:
         self.ix = ix
-        self._dist: dict[tuple[int, str, int], dict[str, tuple[float, float, np.ndarray]]] = {}
+        self._dist: dict[tuple[int, str], _Dist] = {}
+        self._lock = threading.Lock()
 
     def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
-        """(mean, std, sorted values) of stored scores per field, cached by stats version."""
-        key = (c.id, m, c.stats_version)
-        if key not in self._dist:
-            s = self.ix.scores(c.name, m)
-            out = {}
-            for f in ("conformity", "info_gain"):
-                v = np.sort(s[f][np.isfinite(s[f])])
-                sd = float(v.std()) if len(v) > 1 else 1.0
-                out[f] = (float(v.mean()) if len(v) else 0.0, sd if sd > 0 else 1.0, v)
-            self._dist[key] = out
-        return self._dist[key]
+        """(mean, std, sorted values) of the stored scores per field.
+
+        Reading them is a scan of the modality, so under continuous ingestion it is refreshed
+        only when the count moved by 1 % or the copy is a minute old: percentiles and the rerank
+        scale change slowly, and a search never waits for a scan per committed batch.
+        """
+        key = (c.id, m)
+        with self._lock:
+            d = self._dist.get(key)
+        if d is not None and d.version == c.stats_version:
+            return d.fields
+        _, mom = self.ix.moments(c.name, m)
+        if (
+            d is not None
+            and abs(mom.n - d.count) < REFRESH_FRACTION * max(d.count, 1)
+            and (time.monotonic() - d.at < REFRESH_SECONDS)
+        ):
+            return d.fields
+        s = self.ix.scores(c.name, m)
+        out = {}
+        for f in ("conformity", "info_gain"):
+            v = np.sort(s[f][np.isfinite(s[f])])
+            sd = float(v.std()) if len(v) > 1 else 1.0
+            out[f] = (float(v.mean()) if len(v) else 0.0, sd if sd > 0 else 1.0, v)
+        with self._lock:
+            self._dist[key] = _Dist(c.stats_version, mom.n, time.monotonic(), out)
+        return out
 
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
         validate(opts)
@@ -148,21 +181,26 @@ class Searcher:
             if r:
                 must.append({"key": f"{t}_{field}", "range": r})
 
-        lo_ig = o.min_info_gain
+        must_not: list[dict[str, Any]] = []
         if o.exclude_bottom_info_gain_pct:
+            # "Exclude the known bottom P %": items below the cut-off go; items whose score is
+            # still pending stay. As must_not it is also cheaper for Qdrant than a 95 % range.
             vals = self.distribution(c, t)["info_gain"][2]
             if len(vals):
                 cut = float(np.percentile(vals, o.exclude_bottom_info_gain_pct))
                 applied[f"{t}_info_gain_cutoff"] = cut
-                lo_ig = cut if lo_ig is None else max(lo_ig, cut)
-        rng("info_gain", lo_ig, o.max_info_gain)
+                must_not.append({"key": f"{t}_info_gain", "range": {"lt": cut}})
+        rng("info_gain", o.min_info_gain, o.max_info_gain)
         rng("conformity", o.min_conformity, o.max_conformity)
         user = o.payload_filter
         if user is not None and not isinstance(user, dict):
             raise InvalidQueryError("The payload filter must be a JSON object.")
-        if not must:
+        if not must and not must_not:
             return user or None
-        return {"must": must + ([user] if user else [])}
+        out: dict[str, Any] = {"must": must + ([user] if user else [])}
+        if must_not:
+            out["must_not"] = must_not
+        return out
 
     def _blend(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
         if not o.rerank_info_gain and not o.rerank_conformity:

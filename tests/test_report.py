@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.api import Indexer
@@ -73,3 +74,28 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
     keep = Path(__file__).resolve().parents[1] / "out" / "report-screenshot.png"
     keep.parent.mkdir(exist_ok=True)
     shutil.copy(shot, keep)
+
+
+def test_image_thumbnails_are_copied_into_the_report(indexer: Indexer, tmp_path: Path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    indexer.create_collection("t", dim=8, min_count=2)
+    items = []
+    for i in range(6):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (200, 120), (40 * i, 10, 200)).save(p)
+        items.append(
+            Item(
+                {"image": rng.normal(size=8), "text": rng.normal(size=8)},
+                id=i,
+                metadata={"shop": "north"},
+                sources={"image": str(p)},
+            )
+        )
+    indexer.add("t", items)
+    page = write_report(indexer, "t", tmp_path / "rep2")
+    html = page.read_text()
+    thumbs = re.findall(r'src="(thumbs/[^"]+)"', html)
+    assert thumbs and all((page.parent / t).exists() for t in thumbs)
+    assert "file://" not in html and "shop=north" in html

@@ -157,3 +157,17 @@ def test_boolean_match_works_on_the_server_api_and_is_refused_on_edge(coco_ix: I
     else:
         res = Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, payload_filter=flt))
         assert len(res.results) == 5 and all(h.payload["flag"] is True for h in res.results)
+
+
+def test_score_distribution_is_not_rescanned_for_every_small_batch(coco_ix: Indexer, coco):
+    s = Searcher(coco_ix)
+    c = coco_ix.collection("c")
+    first = s.distribution(c, "image")
+    img, txt = coco
+    coco_ix.add("c", [Item({"image": img[0] * 1.01, "text": txt[0]}, id="one-more")])  # +0.2 %
+    c2 = coco_ix.collection("c")
+    assert c2.stats_version == c.stats_version + 1
+    assert s.distribution(c2, "image") is first  # reused: the count moved by < 1 %
+    coco_ix.add("c", [Item({"image": img[i] * 1.02}, id=f"more-{i}") for i in range(10)])  # +2 %
+    assert s.distribution(coco_ix.collection("c"), "image") is not first
+    coco_ix.delete("c", ["one-more", *[f"more-{i}" for i in range(10)]])

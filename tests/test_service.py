@@ -136,6 +136,38 @@ def test_running_service_with_the_python_client(tmp_path: Path):
                 c.search("c", np.ones(3))
         with Client(url, api_key="wrong") as c, pytest.raises(InvalidInputError, match="HTTP 401"):
             c.collections()
+        # the CLI's remote mode goes through the same client
+        np.save(tmp_path / "q.npy", np.ones(D))
+        cli_env = {**env, "INFORANK_URL": url, "INFORANK_DATA_DIR": str(tmp_path / "elsewhere")}
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "retrieval.cli",
+                "search",
+                "c",
+                "--vector",
+                str(tmp_path / "q.npy"),
+                "--k",
+                "4",
+                "--json",
+            ],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(json.loads(out.stdout)["results"]) == 4
+        out = subprocess.run(
+            [sys.executable, "-m", "retrieval.cli", "stats", "c", "--json"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert json.loads(out.stdout)["modalities"]["image"]["count"] == 30
+        assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
     finally:
         proc.terminate()
         proc.wait(10)
