@@ -38,6 +38,11 @@ class RescoreReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _computable(c: Collection, st: dict[str, tuple[int, Moments]], m: str) -> bool:
+    other = st.get("text" if m == "image" else "image", (0, Moments.empty(c.dim)))[1]
+    return st[m][1].n >= 2 and other.n >= c.min_count
+
+
 class Indexer:
     """Owns a database engine and a vector store; every write goes through here.
 
@@ -318,11 +323,15 @@ class Indexer:
                 row = lock_collection(s, c.id)
                 target = max(target, row.stats_version)
                 st = {m: self.cache.get(s, c.id, m, c.dim) for m in c.modalities}
+                # only modalities whose scores are computable now; the rest stay pending, and
+                # a batch full of them must not end the loop before computable rows are done
+                ready = [m for m in c.modalities if _computable(c, st, m)]
                 rows = (
                     s.execute(
                         select(VectorRow)
                         .where(
                             VectorRow.collection_id == c.id,
+                            VectorRow.modality.in_(ready),
                             (VectorRow.scores_version < row.stats_version) | VectorRow.scores_version.is_(None),
                         )
                         .order_by(VectorRow.item_key)

@@ -20,6 +20,8 @@ SCORE_FIELDS = tuple(f"{m}_{s}" for m in MODALITIES for s in ("conformity", "inf
 RESERVED = frozenset(
     [*SCORE_FIELDS] + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source", "raw_norm")]
 )
+#: every payload key inforank writes (removed from adopted points on delete).
+OWNED_FIELDS = RESERVED | {"inforank_id"}
 _NS = uuid.UUID("7d1d7c1e-2f4e-4f59-9d0e-6a0c5b1f3e21")
 
 UserId = str | int

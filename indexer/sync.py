@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.collections import Collection
 from indexer.db.models import PointRow, VectorRow
+from indexer.items import OWNED_FIELDS
 from indexer.payload import payload, store_point
 from indexer.store.base import VectorStore
 
@@ -80,7 +81,11 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
         else:
             store.upsert(c.qdrant_collection, [store_point(p, vecs[p.item_key], c.vector_names) for p in live])
     if gone:
-        store.delete(c.qdrant_collection, [p.point_id for p in pts if p.deleted])
+        gone_ids = [p.point_id for p in pts if p.deleted]
+        if c.attached:  # the point is the user's: remove only what inforank wrote
+            store.delete_payload(c.qdrant_collection, gone_ids, sorted(OWNED_FIELDS))
+        else:
+            store.delete(c.qdrant_collection, gone_ids)
         for start in range(0, len(gone), 500):
             s.execute(
                 delete(PointRow).where(PointRow.collection_id == c.id, PointRow.item_key.in_(gone[start : start + 500]))

@@ -89,6 +89,9 @@ def test_ingest_search_stats_and_errors_in_process(ix):
         r = tc.post(url, json=payload)
         assert r.status_code == code, (url, payload, r.text)
         assert r.json()["detail"]
+    nan_query = json.dumps({"vector": [float("nan")] * D}).encode()
+    r = tc.post("/collections/c/search", content=nan_query, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "NaN" in r.json()["detail"]
     r = tc.post("/collections/c/search", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
     big = b"x" * 2_000_001

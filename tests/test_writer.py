@@ -162,3 +162,24 @@ def test_rescore_follows_drift(indexer: Indexer):
     assert again.skipped and all(d == 0 for d in again.drift.values())
     s = indexer.scores("c", "image")
     assert set(s["version"].tolist()) == {indexer.collection("c").stats_version}
+
+
+def test_interrupted_rescore_resumes(indexer: Indexer):
+    indexer.create_collection("c", dim=D, min_count=4)
+    for k in range(4):  # four commits: early rows are scored with young statistics
+        indexer.add("c", _pairs(200, seed=k)[k * 50 : (k + 1) * 50])
+    calls = []
+
+    def stop_after_first(n: int) -> None:
+        calls.append(n)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        indexer.rescore("c", all=True, batch_size=64, progress=stop_after_first)
+    target = indexer.collection("c").stats_version
+    versions = np.concatenate([indexer.scores("c", m)["version"] for m in ("image", "text")])
+    assert calls == [64] and 0 < (versions == target).sum() < len(versions)  # part done
+    rep = indexer.rescore("c", all=True, batch_size=64)
+    versions = np.concatenate([indexer.scores("c", m)["version"] for m in ("image", "text")])
+    assert (versions == target).all() and rep.rescored == len(versions) - 64 - 100
+    assert indexer.sync("c") == 0

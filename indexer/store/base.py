@@ -86,6 +86,10 @@ class VectorStore(ABC):
     def delete(self, name: str, ids: Sequence[str]) -> None: ...
 
     @abstractmethod
+    def delete_payload(self, name: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """Remove payload fields (used for adopted collections: their points are the user's)."""
+
+    @abstractmethod
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]: ...
 
     @abstractmethod

@@ -102,6 +102,11 @@ class ClientStore(VectorStore):
             sel = models.PointIdsList(points=[qdrant_id(i) for i in ids])
             self._call(self.client.delete, name, points_selector=sel, wait=True)
 
+    def delete_payload(self, name: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        if ids:
+            sel = models.PointIdsList(points=[qdrant_id(i) for i in ids])
+            self._call(self.client.delete_payload, name, list(keys), sel, wait=True)
+
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         pts = self._call(
             self.client.retrieve, name, [qdrant_id(i) for i in ids], with_payload=True, with_vectors=with_vectors

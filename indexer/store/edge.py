@@ -132,6 +132,10 @@ class EdgeStore(VectorStore):
         if ids:
             self._update(name, qe.UpdateOperation.delete_points([_pid(i) for i in ids]))
 
+    def delete_payload(self, name: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        if ids:
+            self._update(name, qe.UpdateOperation.delete_payload([_pid(i) for i in ids], list(keys)))
+
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         recs = self._shard(name).retrieve([_pid(i) for i in ids], True, with_vectors)
         return [_hit(r) for r in recs]
