@@ -214,10 +214,11 @@ def _align_text(d: dict[str, Any]) -> str:
     t, mx = d["text_to_image"], d["mixed_top1"]
     return "\n".join(
         [
-            f"alignment v{d['version']} ({d['method']}, shrinkage {d['shrinkage']}) on {d['train']} pairs, "
-            f"evaluated on {d['test']} held-out pairs",
+            f"alignment v{d['version']} ({d['method']}, shrinkage {d['shrinkage']}) fitted on {d['pairs']} pairs; "
+            f"{d['repeats']}×{d['folds']}-fold cross-validated ({d['test']} pairs held out per fold)",
             "  text→image   " + "  ".join(f"{k} {t['plain'][k]:.2f}→{t['aligned'][k]:.2f}" for k in t["plain"]),
             f"  mixed top-1  plain {mx['plain']:.2f}  aligned {mx['aligned']:.2f}  calibrated {mx['calibrated']:.2f}"
+            f" ({mx['calibrated_share_of_ceiling']:.0%} of the ceiling)"
             f"  aligned+calibrated {mx['aligned_calibrated']:.2f}  (ceiling {mx['ceiling_text_to_image_r@1']:.2f})",
             f"  {d['reason']}",
         ]

@@ -110,13 +110,13 @@ def test_mixed_search_needs_calibration_to_rank_images(coco_ix: Indexer, coco):
 
 
 def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer):
-    m = align.fit(coco_ix, "c")
+    m = align.fit(coco_ix, "c", repeats=1)
     t2i = m.metrics["text_to_image"]
     assert t2i["aligned"]["r@1"] < t2i["plain"]["r@1"] and not m.active
     mixed = m.metrics["mixed_top1"]
     assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
     assert align.active_map(coco_ix, "c") is None
-    forced = align.fit(coco_ix, "c", force=True)
+    forced = align.fit(coco_ix, "c", force=True, repeats=1)
     assert forced.active and forced.version == 2
     assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
     res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
