@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from indexer import collections as catalog
 from indexer import diagnostics, writer
@@ -20,8 +19,7 @@ from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_mo
 from indexer.errors import ConflictError, InvalidInputError, StorageError
 from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
 from indexer.moments import Moments
-from indexer.payload import unit_of
-from indexer.scoring import drift, score_members
+from indexer.scoring import drift
 from indexer.store import QdrantLocation, VectorStore, open_store
 from indexer.sync import sync_dirty
 from indexer.writer import BatchReport
@@ -36,11 +34,6 @@ class RescoreReport:
     skipped: bool = False
     stats_version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _computable(c: Collection, st: dict[str, tuple[int, Moments]], m: str) -> bool:
-    other = st.get("text" if m == "image" else "image", (0, Moments.empty(c.dim)))[1]
-    return st[m][1].n >= 2 and other.n >= c.min_count
 
 
 class Indexer:
@@ -325,7 +318,7 @@ class Indexer:
                 st = {m: self.cache.get(s, c.id, m, c.dim) for m in c.modalities}
                 # only modalities whose scores are computable now; the rest stay pending, and
                 # a batch full of them must not end the loop before computable rows are done
-                ready = [m for m in c.modalities if _computable(c, st, m)]
+                ready = [m for m in c.modalities if writer.computable(c, st, m)]
                 rows = (
                     s.execute(
                         select(VectorRow)
@@ -340,7 +333,7 @@ class Indexer:
                     .scalars()
                     .all()
                 )
-                done = self._rescore_rows(s, c, list(rows), st, row.stats_version)
+                done = writer.rescore_rows(s, c, list(rows), st, row.stats_version)
                 if done == 0:
                     for m, (v, mom) in st.items():
                         write_moments(s, c.id, m, mom, v, kind=BASELINE)
@@ -352,32 +345,6 @@ class Indexer:
         sync_dirty(self.sessions, self.store, c)
         rep.stats_version = target
         return rep
-
-    def _rescore_rows(
-        self,
-        s: Session,
-        c: Collection,
-        rows: list[VectorRow],
-        st: dict[str, tuple[int, Moments]],
-        version: int,
-    ) -> int:
-        done = 0
-        for m in c.modalities:
-            mine = [r for r in rows if r.modality == m]
-            if not mine:
-                continue
-            other = st.get("text" if m == "image" else "image", (0, Moments.empty(c.dim)))[1]
-            unit = np.stack([unit_of(r) for r in mine]).astype(np.float64)
-            sc = score_members(unit, st[m][1], other, c.tau, c.min_count)
-            if sc.conformity is None or sc.info_gain is None:
-                continue  # still not computable: stays pending
-            for j, r in enumerate(mine):
-                r.conformity = float(sc.conformity[j])
-                r.info_gain = float(sc.info_gain[j])
-                r.scores_version = version
-            writer.mark_dirty(s, c.id, [r.item_key for r in mine])
-            done += len(mine)
-        return done
 
     def _drift(self, c: Collection, m: str) -> float | None:
         with self.sessions() as s:

@@ -20,7 +20,6 @@ import numpy as np
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from indexer import collections as catalog
 from indexer.collections import Collection
 from indexer.db.models import PointRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
@@ -138,13 +137,16 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
     return good, bad
 
 
-def _rows(session: Session, model: Any, cid: int, keys: Sequence[str]) -> list[Any]:
+def _rows(session: Session, model: Any, cid: int, keys: Sequence[str], cols: Sequence[str] | None = None) -> list[Any]:
+    """Rows of ``model`` for ``keys``: ORM objects, or with ``cols`` only those columns as plain
+    rows (the hot write path: no identity-map bookkeeping)."""
+    what = [getattr(model, k) for k in cols] if cols else [model]
     out: list[Any] = []
     for s in range(0, len(keys), IN_CHUNK):
-        part = keys[s : s + IN_CHUNK]
-        out += (
-            session.execute(select(model).where(model.collection_id == cid, model.item_key.in_(part))).scalars().all()
+        res = session.execute(
+            select(*what).where(model.collection_id == cid, model.item_key.in_(keys[s : s + IN_CHUNK]))
         )
+        out += res.all() if cols else res.scalars().all()
     return out
 
 
@@ -168,8 +170,8 @@ def write(
     row = lock_collection(session, coll.id)
     c = Collection.of(row)
     keys = [g.key for g in good]
-    existing = {(v.item_key, v.modality): v for v in _lookup(session, _VEC_COLS, VectorRow, c.id, keys)}
-    points = {p.item_key: p for p in _lookup(session, _POINT_COLS, PointRow, c.id, keys)}
+    existing = {(v.item_key, v.modality): v for v in _rows(session, VectorRow, c.id, keys, _VEC_COLS)}
+    points = {p.item_key: p for p in _rows(session, PointRow, c.id, keys, _POINT_COLS)}
     adds: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
     removes: dict[str, list[tuple[np.ndarray, float]]] = defaultdict(list)
     changed: list[tuple[_Good, str]] = []
@@ -306,48 +308,49 @@ _VEC_COLS = ("item_key", "modality", "content_hash", "vector", "raw_norm")
 _POINT_COLS = ("item_key", "meta", "deleted", "revision")
 
 
-def _lookup(session: Session, cols: Sequence[str], model: Any, cid: int, keys: Sequence[str]) -> list[Any]:
-    """Only the columns the write needs, as plain rows: no ORM identity-map bookkeeping."""
-    out: list[Any] = []
-    for s in range(0, len(keys), IN_CHUNK):
-        out += session.execute(
-            select(*(getattr(model, k) for k in cols)).where(
-                model.collection_id == cid, model.item_key.in_(keys[s : s + IN_CHUNK])
-            )
-        ).all()
-    return out
-
-
 def fill_pending(session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int) -> int:
-    """Score items whose scores were pending and have become computable. Returns how many."""
+    """Score items whose scores were pending and have become computable. Returns how many.
+
+    Only modalities computable now are read: while the other modality is short of ``min_count``,
+    a write must not reload every pending row of the collection."""
+    ready = [m for m in c.modalities if computable(c, stats, m)]
+    if not ready:
+        return 0
+    q = select(VectorRow).where(
+        VectorRow.collection_id == c.id, VectorRow.modality.in_(ready), VectorRow.scores_version.is_(None)
+    )
+    return rescore_rows(session, c, list(session.execute(q).scalars().all()), stats, version)
+
+
+def computable(c: Collection, stats: dict[str, tuple[int, Moments]], m: str) -> bool:
+    """Conformity needs 2 items of the modality; information gain ``min_count`` of the other."""
+    own = stats.get(m, (0, Moments.empty(c.dim)))[1]
+    other = stats.get(_other(m), (0, Moments.empty(c.dim)))[1]
+    return own.n >= 2 and other.n >= c.min_count
+
+
+def rescore_rows(
+    session: Session, c: Collection, rows: list[VectorRow], stats: dict[str, tuple[int, Moments]], version: int
+) -> int:
+    """Score ``rows`` with ``stats`` (version ``version``) and mark their points dirty. Rows of a
+    modality whose scores are not computable yet stay pending. Returns how many were scored."""
     done = 0
     for m in c.modalities:
+        mine = [r for r in rows if r.modality == m]
+        if not mine:
+            continue
         own = stats.get(m, (0, Moments.empty(c.dim)))[1]
         other = stats.get(_other(m), (0, Moments.empty(c.dim)))[1]
-        if own.n < 2 or other.n < c.min_count:
-            continue
-        rows = (
-            session.execute(
-                select(VectorRow).where(
-                    VectorRow.collection_id == c.id,
-                    VectorRow.modality == m,
-                    VectorRow.scores_version.is_(None),
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if not rows:
-            continue
-        unit = np.stack([unit_of(r) for r in rows]).astype(np.float64)
+        unit = np.stack([unit_of(r) for r in mine]).astype(np.float64)
         sc = score_members(unit, own, other, c.tau, c.min_count)
-        assert sc.conformity is not None and sc.info_gain is not None
-        for j, r in enumerate(rows):
+        if sc.conformity is None or sc.info_gain is None:
+            continue
+        for j, r in enumerate(mine):
             r.conformity = float(sc.conformity[j])
             r.info_gain = float(sc.info_gain[j])
             r.scores_version = version
-        mark_dirty(session, c.id, [r.item_key for r in rows])
-        done += len(rows)
+        mark_dirty(session, c.id, [r.item_key for r in mine])
+        done += len(mine)
     return done
 
 
@@ -389,4 +392,4 @@ def delete(
     return deleted, missing, new
 
 
-__all__ = ["BatchReport", "Rejection", "catalog", "delete", "fill_pending", "write"]
+__all__ = ["BatchReport", "Rejection", "computable", "delete", "fill_pending", "rescore_rows", "write"]

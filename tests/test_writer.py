@@ -183,3 +183,22 @@ def test_interrupted_rescore_resumes(indexer: Indexer):
     versions = np.concatenate([indexer.scores("c", m)["version"] for m in ("image", "text")])
     assert (versions == target).all() and rep.rescored == len(versions) - 64 - 100
     assert indexer.sync("c") == 0
+
+
+def test_pending_rows_are_not_reloaded_while_still_uncomputable(indexer: Indexer, monkeypatch):
+    """Images before any text: every batch stays pending, and writes must not rescan them."""
+    from indexer import writer
+
+    indexer.create_collection("c", dim=D, min_count=8)
+    img, txt = ellipsoid_pairs(60, D)
+    scored: list[int] = []
+    real = writer.rescore_rows
+    monkeypatch.setattr(
+        writer, "rescore_rows", lambda s, c, rows, st, v: scored.append(len(rows)) or real(s, c, rows, st, v)
+    )
+    for k in range(6):
+        indexer.add("c", [Item({"image": img[i]}, id=i) for i in range(k * 10, (k + 1) * 10)])
+    assert scored == []  # no text yet: nothing to (re)score, nothing reloaded
+    indexer.add("c", [Item({"text": txt[i]}, id=i) for i in range(8)])
+    assert sum(scored) == 60  # the 60 pending images scored once (new texts are scored on write)
+    assert np.isfinite(indexer.scores("c", "image")["info_gain"]).all()
