@@ -87,9 +87,10 @@ def run(ix: Indexer, out: Path, echo: Callable[[str], None] | None = print) -> d
             "mixed_calibrated": mixed_cal.as_dict(),
         },
     }
-    from retrieval.report import write_report
+    from retrieval.report import alignment_table, write_report
 
-    page = write_report(ix, NAME, out, extra={"alignment": json.dumps(amap.metrics, indent=1), "encoder demo": enc})
+    extra = {"alignment (html)": alignment_table(amap.metrics), "encoder demo": json.dumps(enc, indent=1)}
+    page = write_report(ix, NAME, out, extra=extra)
     summary["report"] = str(page.resolve())
     say(f"8. report written to {page.resolve()}")
     return summary

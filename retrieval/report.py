@@ -147,6 +147,25 @@ def _thumbnail(src: Any, out: Path, i: int) -> str:
         return ""
 
 
+def alignment_table(metrics: dict[str, Any]) -> str:
+    """Cross-validated text→image recall and mixed top-1, plain vs aligned vs calibrated."""
+    t, mx = metrics["text_to_image"], metrics["mixed_top1"]
+    rows = "".join(
+        f"<tr><td>text→image {k}</td><td>{t['plain'][k]:.3f}</td><td>{t['aligned'][k]:.3f}</td><td></td><td></td></tr>"
+        for k in t["plain"]
+    )
+    rows += (
+        f"<tr><td>mixed: paired image first</td><td>{mx['plain']:.3f}</td><td>{mx['aligned']:.3f}</td>"
+        f"<td>{mx['calibrated']:.3f}</td><td>{mx['aligned_calibrated']:.3f}</td></tr>"
+    )
+    return (
+        "<table><tr><th>metric</th><th>plain</th><th>aligned</th><th>calibrated</th><th>aligned + calibrated</th></tr>"
+        f"{rows}</table><p>{metrics['repeats']}×{metrics['folds']}-fold cross-validation on {metrics['pairs']} pairs; "
+        f"calibrated mixed search reaches {mx['calibrated_share_of_ceiling']:.0%} of text→image R@1 "
+        f"({mx['ceiling_text_to_image_r@1']:.3f}). {html.escape(metrics.get('reason', ''))}.</p>"
+    )
+
+
 def _meta(meta: dict[str, Any] | None) -> str:
     return html.escape(", ".join(f"{k}={v}" for k, v in (meta or {}).items())[:160])
 
@@ -154,5 +173,9 @@ def _meta(meta: dict[str, Any] | None) -> str:
 def _extra(extra: dict[str, Any] | None) -> str:
     if not extra:
         return ""
-    items = "".join(f"<h3>{html.escape(k)}</h3><pre>{html.escape(str(v))}</pre>" for k, v in extra.items())
+    items = "".join(
+        f"<h3>{html.escape(k.removesuffix(' (html)'))}</h3>"
+        + (v if k.endswith("(html)") else f'<pre style="white-space:pre-wrap">{html.escape(str(v))}</pre>')
+        for k, v in extra.items()
+    )
     return f"<h2>Demo results</h2>{items}"
