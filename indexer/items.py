@@ -83,7 +83,8 @@ def check_metadata(meta: Any) -> dict[str, Any]:
     if bad:
         raise InvalidItemError(f"metadata uses field names reserved by inforank: {bad}")
     try:
-        json.dumps(meta)
+        if meta:
+            json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise InvalidItemError(f"metadata is not JSON-serialisable: {exc}") from exc
     return meta

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from indexer.collections import Collection
@@ -40,6 +40,8 @@ from indexer.scoring import score_members
 from indexer.vectors import check_rows, normalise, problem_of_shape
 
 IN_CHUNK = 500
+_VECTORS = cast(Table, VectorRow.__table__)
+_POINTS = cast(Table, PointRow.__table__)
 
 
 @dataclass
@@ -254,7 +256,7 @@ def _record(
             }
             (updates if (g.key, m) in existing else inserts).append(row)
     if inserts:
-        session.execute(insert(VectorRow), inserts)
+        session.execute(insert(_VECTORS), inserts)  # Core: no ORM bulk bookkeeping
     if updates:
         session.execute(update(VectorRow), updates)  # bulk UPDATE by primary key
 
@@ -299,7 +301,7 @@ def _touch_points(
                 }
             )
     if inserts:
-        session.execute(insert(PointRow), inserts)
+        session.execute(insert(_POINTS), inserts)
     if updates:
         session.execute(update(PointRow), updates)
 
