@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, session_factory, upgrade
 from indexer.db.models import CollectionRow, PointRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
-from indexer.errors import ConflictError, InvalidInputError, StorageError
+from indexer.errors import ConflictError, StorageError
 from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
 from indexer.moments import Moments
 from indexer.scoring import drift
@@ -33,7 +33,6 @@ class RescoreReport:
     rescored: int = 0
     skipped: bool = False
     stats_version: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Indexer:
@@ -121,7 +120,7 @@ class Indexer:
     def add(
         self,
         name: str,
-        items: Iterable[Item],
+        items: Iterable[Item | writer.Rejection],
         *,
         batch_size: int = DEFAULT_BATCH,
         model: tuple[str, str] | None = None,
@@ -135,7 +134,7 @@ class Indexer:
         c = self.collection(name)
         if model is not None:
             catalog.check_model(c, *model)
-        self.sync(name)  # replay what an earlier crash left unsynced
+        sync_dirty(self.sessions, self.store, c)  # replay what an earlier crash left unsynced
         total = BatchReport(stats_version=c.stats_version)
         buf: list[Item] = []
         offset = 0
@@ -342,7 +341,6 @@ class Indexer:
             if progress:
                 progress(done)
             sync_dirty(self.sessions, self.store, c)
-        sync_dirty(self.sessions, self.store, c)
         rep.stats_version = target
         return rep
 
@@ -362,7 +360,3 @@ class Indexer:
             pid = p.point_id
         hits = self.store.retrieve(c.qdrant_collection, [pid])
         return hits[0].payload if hits else None
-
-    def check_dim(self, c: Collection, dim: int) -> None:
-        if dim != c.dim:
-            raise InvalidInputError(f"Vectors have dimension {dim}, but collection {c.name!r} expects {c.dim}.")

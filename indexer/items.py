@@ -14,6 +14,12 @@ from numpy.typing import NDArray
 from indexer.errors import InvalidItemError
 
 MODALITIES = ("image", "text")
+
+
+def other_modality(m: str) -> str:
+    return "text" if m == "image" else "image"
+
+
 #: payload keys inforank owns; user metadata may not use them.
 RESERVED_PREFIX = "inforank_"
 SCORE_FIELDS = tuple(f"{m}_{s}" for m in MODALITIES for s in ("conformity", "info_gain"))

@@ -66,7 +66,7 @@ def sync_dirty(
 
 
 def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None:
-    gone = [p.item_key for p in pts if p.deleted]
+    gone = [p for p in pts if p.deleted]
     live = [p for p in pts if not p.deleted]
     vecs: dict[str, list[Any]] = defaultdict(list)
     keys = [p.item_key for p in live]
@@ -81,14 +81,17 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
         else:
             store.upsert(c.qdrant_collection, [store_point(p, vecs[p.item_key], c.vector_names) for p in live])
     if gone:
-        gone_ids = [p.point_id for p in pts if p.deleted]
+        gone_ids = [p.point_id for p in gone]
+        gone_keys = [p.item_key for p in gone]
         if c.attached:  # the point is the user's: remove only what inforank wrote
             store.delete_payload(c.qdrant_collection, gone_ids, sorted(OWNED_FIELDS))
         else:
             store.delete(c.qdrant_collection, gone_ids)
-        for start in range(0, len(gone), 500):
+        for start in range(0, len(gone_keys), 500):
             s.execute(
-                delete(PointRow).where(PointRow.collection_id == c.id, PointRow.item_key.in_(gone[start : start + 500]))
+                delete(PointRow).where(
+                    PointRow.collection_id == c.id, PointRow.item_key.in_(gone_keys[start : start + 500])
+                )
             )
     if live:
         s.execute(update(PointRow), [{"collection_id": c.id, "item_key": k, "dirty": False} for k in keys])

@@ -9,6 +9,7 @@ import numpy as np
 from indexer import scores
 from indexer.api import Indexer
 from indexer.errors import InvalidInputError
+from indexer.items import other_modality
 
 FAITHFUL_R2 = 0.98
 TAUS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -25,7 +26,7 @@ def validate(ix: Indexer, name: str, sample: int = 1000, reference: int = 2000, 
     data = {m: ix.vectors(name, m) for m in c.modalities}
     out: dict[str, Any] = {"collection": name, "tau": c.tau, "modalities": {}}
     for m in c.modalities:
-        other = "text" if m == "image" else "image"
+        other = other_modality(m)
         if other not in data or len(data[other][1]) < 2 or len(data[m][1]) < 3:
             continue
         ids, unit, _ = data[m]

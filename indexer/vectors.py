@@ -34,14 +34,7 @@ def problem_of_shape(shape: tuple[int, ...], dim: int) -> str | None:
 def problem(vector: NDArray[np.floating], dim: int) -> str | None:
     """Why one vector cannot be used, or ``None`` when it can."""
     v = np.asarray(vector)
-    why = problem_of_shape(v.shape, dim)
-    if why:
-        return why
-    if not np.all(np.isfinite(v)):
-        return "vector contains NaN or Inf"
-    if float(np.linalg.norm(v.astype(np.float64))) < MIN_NORM:
-        return "zero vector has no direction"
-    return None
+    return problem_of_shape(v.shape, dim) or check_rows(v[None], dim).reasons.get(0)
 
 
 def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
@@ -50,7 +43,8 @@ def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
     if arr.ndim != 2:
         raise InvalidVectorError(f"expected a 2-D array of vectors, got shape {arr.shape}.")
     if arr.shape[1] != dim:
-        reason = f"wrong dimension {arr.shape[1]}, the collection expects {dim}"
+        reason = problem_of_shape(arr.shape[1:], dim)
+        assert reason is not None
         return Checked(
             np.zeros((0, dim), np.float32),
             np.zeros(0),

@@ -31,6 +31,7 @@ from indexer.items import (
     check_user_id,
     derived_id,
     item_key,
+    other_modality,
     point_id,
     vector_hash,
 )
@@ -60,13 +61,11 @@ class BatchReport:
     unchanged: list[UserId] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     stats_version: int = 0
-    changed_keys: list[str] = field(default_factory=list)
 
     def extend(self, other: BatchReport) -> None:
         self.ingested += other.ingested
         self.unchanged += other.unchanged
         self.rejected += other.rejected
-        self.changed_keys += other.changed_keys
         self.stats_version = max(self.stats_version, other.stats_version)
 
 
@@ -210,15 +209,10 @@ def write(
         new[m] = (version, cur)
     row.stats_version = version
     _record(session, c, changed, existing, version, new)
-    _touch_points(session, c, good, points, set(report.ingested), version)
+    _touch_points(session, c, good, points, set(report.ingested))
     fill_pending(session, c, new, version)
     report.stats_version = version
-    report.changed_keys = [item_key(u) for u in report.ingested]
     return report, {m: v for m, v in new.items() if adds[m] or removes[m]}
-
-
-def _other(m: str) -> str:
-    return "text" if m == "image" else "image"
 
 
 def _record(
@@ -237,7 +231,7 @@ def _record(
     updates: list[dict[str, Any]] = []
     for m, lst in by_mod.items():
         own = new[m][1]
-        other = new.get(_other(m), (0, Moments.empty(c.dim)))[1]
+        other = new.get(other_modality(m), (0, Moments.empty(c.dim)))[1]
         unit = np.stack([g.units[m] for g in lst]).astype(np.float64)
         sc = score_members(unit, own, other, c.tau, c.min_count)
         done = sc.conformity is not None and sc.info_gain is not None
@@ -267,7 +261,6 @@ def _touch_points(
     good: list[_Good],
     points: dict[str, Any],
     changed_ids: set[UserId],
-    version: int,
 ) -> None:
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -327,7 +320,7 @@ def fill_pending(session: Session, c: Collection, stats: dict[str, tuple[int, Mo
 def computable(c: Collection, stats: dict[str, tuple[int, Moments]], m: str) -> bool:
     """Conformity needs 2 items of the modality; information gain ``min_count`` of the other."""
     own = stats.get(m, (0, Moments.empty(c.dim)))[1]
-    other = stats.get(_other(m), (0, Moments.empty(c.dim)))[1]
+    other = stats.get(other_modality(m), (0, Moments.empty(c.dim)))[1]
     return own.n >= 2 and other.n >= c.min_count
 
 
@@ -342,7 +335,7 @@ def rescore_rows(
         if not mine:
             continue
         own = stats.get(m, (0, Moments.empty(c.dim)))[1]
-        other = stats.get(_other(m), (0, Moments.empty(c.dim)))[1]
+        other = stats.get(other_modality(m), (0, Moments.empty(c.dim)))[1]
         unit = np.stack([unit_of(r) for r in mine]).astype(np.float64)
         sc = score_members(unit, own, other, c.tau, c.min_count)
         if sc.conformity is None or sc.info_gain is None:

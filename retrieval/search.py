@@ -148,11 +148,9 @@ class Searcher:
             if t not in c.vector_names:
                 raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
         applied: dict[str, Any] = {}
-        per: dict[str, list[Result]] = {}
-        for t in targets:
-            qt = self._maybe_align(c, q, t, opts, applied)
-            per[t] = self._one(c, qt, t, opts, applied)
-        results = per[targets[0]] if len(targets) == 1 else self._mix(c, q, per, opts, applied)
+        queries = {t: self._maybe_align(c, q, t, opts, applied) for t in targets}
+        per = {t: self._one(c, queries[t], t, opts, applied) for t in targets}
+        results = per[targets[0]] if len(targets) == 1 else self._mix(c, queries, per, opts, applied)
         note = None
         if len(results) < opts.k:
             note = f"only {len(results)} items match the filters (asked for {opts.k})."
@@ -230,7 +228,7 @@ class Searcher:
     def _mix(
         self,
         c: Collection,
-        q: np.ndarray,
+        queries: dict[str, np.ndarray],
         per: dict[str, list[Result]],
         o: SearchOptions,
         applied: dict[str, Any],
@@ -238,13 +236,7 @@ class Searcher:
         merged: list[Result] = []
         for t, rs in per.items():
             if o.calibrate:
-                qt = q
-                if o.align and t == "image" and "alignment_version" in applied:
-                    from retrieval.align import active_map
-
-                    amap = active_map(self.ix, c.name)
-                    assert amap is not None
-                    qt = amap.apply(q)
+                qt = queries[t]  # the aligned query where the map applies: one scale per modality
                 _, mom = self.ix.moments(c.name, t)
                 center = float(qt @ mom.mean)
                 scale = float(np.sqrt(max(qt @ mom.covariance @ qt, 1e-12)))

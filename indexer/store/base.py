@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -54,7 +54,6 @@ class QuerySpec:
 class ScrollPage:
     points: list[Hit]
     next_offset: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(ABC):
