@@ -108,6 +108,7 @@ def run(n: int = 100_000, nq: int = 200) -> dict:
         opts = SearchOptions(k=10, exclude_bottom_info_gain_pct=5, rerank_info_gain=0.05, rerank_conformity=-0.05)
         s.search("bench", queries[0], opts)  # warm the score-distribution cache
         plain, ours = [], []
+        fallbacks = 0
         for q in queries:  # interleaved, so drift hits both alike
             t = time.perf_counter()
             ix.store.query(c.qdrant_collection, QuerySpec(vector=q.tolist(), using="image", limit=10))
@@ -116,6 +117,7 @@ def run(n: int = 100_000, nq: int = 200) -> dict:
             res = s.search("bench", q, opts)
             ours.append(time.perf_counter() - t)
             assert len(res.results) == 10
+            fallbacks += res.applied["image_filter_plan"] == "filtered search"
         ix.close()
         # the service reads the same embedded store, laid out as its data dir expects
         (root / "data").mkdir()
@@ -135,6 +137,7 @@ def run(n: int = 100_000, nq: int = 200) -> dict:
             "filtered_reranked": o,
             "p50_ratio": o["p50_ms"] / p["p50_ms"],
             "p99_ratio": o["p99_ms"] / p["p99_ms"],
+            "filtered_search_fallbacks": fallbacks,
             "goal": {"p50_ratio": 1.3, "p99_ratio": 1.5},
             "service": svc,
         },

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from indexer.db.models import CollectionRow
@@ -38,7 +39,8 @@ class Collection:
         return tuple(m for m in ("image", "text") if m in self.vector_names)
 
     @classmethod
-    def of(cls, r: CollectionRow) -> Collection:
+    def of(cls, r: Any) -> Collection:
+        """From a :class:`CollectionRow` or a Core row of its columns."""
         return cls(
             r.id,
             r.name,
@@ -63,8 +65,12 @@ def check_name(name: str) -> str:
     return name
 
 
+_BY_NAME = select(*CollectionRow.__table__.c).where(CollectionRow.name == bindparam("name"))
+
+
 def get(session: Session, name: str) -> Collection:
-    row = session.execute(select(CollectionRow).where(CollectionRow.name == name)).scalar()
+    # Core columns, not an ORM entity: this runs on every search, and skips identity-map work.
+    row = session.execute(_BY_NAME, {"name": name}).first()
     if row is None:
         raise NotFoundError(
             f"Collection {name!r} does not exist. Create it with `inforank create {name} ...` "

@@ -10,9 +10,10 @@ statistics, ``z = (q·v − q·m̂)/sqrt(qᵀΣq)``, so images and texts share o
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,15 @@ from indexer.vectors import as_query
 
 MAX_K = 1000
 DEFAULT_DEPTH = 100
+#: rerank weights are bounded so a blended score never reaches the filter penalty's range
+MAX_WEIGHT = 1000.0
+#: score filters expected to keep at least this fraction are answered among the nearest
+#: unfiltered candidates (see ``VectorStore.query_among_nearest``); stricter ones by a filtered search
+MIN_PASS_FRACTION = 0.25
+#: candidates = needed / expected pass fraction × margin + slack, at most MAX_CANDIDATES
+CANDIDATE_MARGIN = 1.25
+CANDIDATE_SLACK = 32
+MAX_CANDIDATES = 5000
 
 
 @dataclass(kw_only=True)
@@ -86,8 +96,9 @@ def validate(o: SearchOptions) -> None:
     if p is not None and not 0 <= p < 100:
         raise InvalidQueryError(f"a percentile must be in [0, 100), got {p}.")
     for name in ("rerank_info_gain", "rerank_conformity"):
-        if not np.isfinite(getattr(o, name)):
-            raise InvalidQueryError(f"{name} must be a finite number.")
+        w = getattr(o, name)
+        if not np.isfinite(w) or abs(w) > MAX_WEIGHT:
+            raise InvalidQueryError(f"{name} must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
 
 
 #: the score distribution is re-read when the modality's count moved by this fraction …
@@ -171,34 +182,51 @@ class Searcher:
         applied["alignment_version"] = amap.version
         return amap.apply(q)
 
-    def _filter(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> dict[str, Any] | None:
-        must: list[dict[str, Any]] = []
+    def _filter(
+        self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, float | None]:
+        """The Qdrant filter, and the fraction of scored items expected to pass it.
 
-        def rng(field: str, lo: float | None, hi: float | None) -> None:
-            r = {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}
-            if r:
-                must.append({"key": f"{t}_{field}", "range": r})
-
+        The fraction comes from the collection's own score distribution, for filters on the
+        scores alone; it is None when a user's payload filter (of unknown selectivity) is part.
+        """
+        user = o.payload_filter
+        if user is not None and not isinstance(user, dict):
+            raise InvalidQueryError("The payload filter must be a JSON object.")
+        bounds = {"info_gain": (o.min_info_gain, o.max_info_gain), "conformity": (o.min_conformity, o.max_conformity)}
+        must = [
+            {"key": f"{t}_{f}", "range": {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}}
+            for f, (lo, hi) in bounds.items()
+            if (lo, hi) != (None, None)
+        ]
         must_not: list[dict[str, Any]] = []
+        cut = None
         if o.exclude_bottom_info_gain_pct:
             # "Exclude the known bottom P %": items below the cut-off go; items whose score is
             # still pending stay. As must_not it is also cheaper for Qdrant than a 95 % range.
             vals = self.distribution(c, t)["info_gain"][2]
             if len(vals):
-                cut = float(np.percentile(vals, o.exclude_bottom_info_gain_pct))
+                cut = percentile_of_sorted(vals, o.exclude_bottom_info_gain_pct)
                 applied[f"{t}_info_gain_cutoff"] = cut
                 must_not.append({"key": f"{t}_info_gain", "range": {"lt": cut}})
-        rng("info_gain", o.min_info_gain, o.max_info_gain)
-        rng("conformity", o.min_conformity, o.max_conformity)
-        user = o.payload_filter
-        if user is not None and not isinstance(user, dict):
-            raise InvalidQueryError("The payload filter must be a JSON object.")
         if not must and not must_not:
-            return user or None
+            return (user or None), None
         out: dict[str, Any] = {"must": must + ([user] if user else [])}
         if must_not:
             out["must_not"] = must_not
-        return out
+        if user:
+            return out, None
+        dist = self.distribution(c, t)
+        frac = 1.0
+        for f, (lo, hi) in bounds.items():
+            if f == "info_gain" and cut is not None:
+                lo = cut if lo is None else max(lo, cut)
+            v = dist[f][2]
+            if (lo, hi) != (None, None) and len(v):
+                a = 0 if lo is None else int(np.searchsorted(v, lo, "left"))
+                b = len(v) if hi is None else int(np.searchsorted(v, hi, "right"))
+                frac *= max(b - a, 0) / len(v)
+        return out, frac
 
     def _blend(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
         if not o.rerank_info_gain and not o.rerank_conformity:
@@ -214,15 +242,25 @@ class Searcher:
 
     def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
         blend = self._blend(c, t, o, applied)
+        flt, frac = self._filter(c, t, o, applied)
         spec = QuerySpec(
             vector=q.astype(np.float32).tolist(),
             using=c.vector_names[t],
             limit=o.k,
-            filter=self._filter(c, t, o, applied),
+            filter=flt,
             blend=blend,
             depth=o.depth,
         )
-        hits = self.ix.store.query(c.qdrant_collection, spec)
+        hits = None
+        if flt is not None and frac is not None and frac >= MIN_PASS_FRACTION:
+            n = min(MAX_CANDIDATES, math.ceil(spec.needed / frac * CANDIDATE_MARGIN) + CANDIDATE_SLACK)
+            hits = self.ix.store.query_among_nearest(c.qdrant_collection, replace(spec, candidates=n))
+            if hits is not None:
+                applied[f"{t}_filter_plan"] = f"among the {n} nearest"
+        if hits is None:
+            hits = self.ix.store.query(c.qdrant_collection, spec)
+            if flt is not None:
+                applied[f"{t}_filter_plan"] = "filtered search"
         return [_result(h, t, blend) for h in hits]
 
     def _mix(
@@ -246,6 +284,14 @@ class Searcher:
             merged += rs
         applied["calibrated"] = o.calibrate
         return sorted(merged, key=lambda r: -r.score)
+
+
+def percentile_of_sorted(v: np.ndarray, p: float) -> float:
+    """``np.percentile(v, p)`` (linear) for an ascending array, in O(1) instead of a partition."""
+    x = p / 100 * (len(v) - 1)
+    i = int(x)
+    j = min(i + 1, len(v) - 1)
+    return float(v[i] + (v[j] - v[i]) * (x - i))
 
 
 def _result(h: Hit, t: str, blend: Blend | None) -> Result:

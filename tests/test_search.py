@@ -127,6 +127,50 @@ def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer
 
 
 @pytest.mark.parametrize(
+    "opts",
+    [
+        SearchOptions(k=10, exclude_bottom_info_gain_pct=5),
+        SearchOptions(k=7, exclude_bottom_info_gain_pct=30, max_conformity=0.9),
+        SearchOptions(k=10, exclude_bottom_info_gain_pct=20, rerank_info_gain=0.05, rerank_conformity=-0.02, depth=40),
+    ],
+    ids=["cutoff", "cutoff+range", "cutoff+rerank"],
+)
+def test_score_filters_among_the_nearest_equal_the_filtered_search(coco_ix: Indexer, coco, opts, monkeypatch):
+    """Loose score filters are answered among the unfiltered nearest neighbours (Qdrant checks
+    the filter on those alone): the same results as Qdrant's filtered search over everything."""
+    import retrieval.search as search_mod
+
+    _, txt = coco
+    s = Searcher(coco_ix)
+    fast = [s.search("c", txt[i], opts) for i in range(0, 100, 4)]
+    monkeypatch.setattr(search_mod, "MIN_PASS_FRACTION", 2.0)  # no filter qualifies: filtered search
+    exact = [s.search("c", txt[i], opts) for i in range(0, 100, 4)]
+    for f, e in zip(fast, exact, strict=True):
+        assert f.applied["image_filter_plan"].startswith("among the ")
+        assert e.applied["image_filter_plan"] == "filtered search"
+        assert [h.id for h in f.results] == [h.id for h in e.results] and len(f.results) == opts.k
+        assert [h.score for h in f.results] == pytest.approx([h.score for h in e.results], abs=1e-6)
+
+
+def test_candidates_that_cannot_answer_fall_back_to_the_filtered_search(coco_ix: Indexer, coco):
+    from indexer.store.base import QuerySpec
+
+    img, _ = coco
+    store, name = coco_ix.store, coco_ix.collection("c").qdrant_collection
+    even = {"must": [{"key": "parity", "match": {"value": "even"}}]}
+    q = (img[1] / np.linalg.norm(img[1])).tolist()  # item 1 is odd: its own nearest neighbour fails
+    spec = QuerySpec(vector=q, using="image", limit=10, filter=even, candidates=10)
+    assert store.query_among_nearest(name, spec) is None
+    wide = store.query_among_nearest(name, QuerySpec(vector=q, using="image", limit=10, filter=even, candidates=600))
+    assert wide is not None
+    assert [h.id for h in wide] == [h.id for h in store.query(name, spec)]
+    # more asked for than pass at all: the searcher goes to the filtered search and says so
+    res = Searcher(coco_ix).search("c", img[1], SearchOptions(k=250, exclude_bottom_info_gain_pct=60))
+    assert res.applied["image_filter_plan"] == "filtered search"
+    assert len(res.results) == 200 and res.note == "only 200 items match the filters (asked for 250)."
+
+
+@pytest.mark.parametrize(
     ("opts", "vec", "exc", "msg"),
     [
         (SearchOptions(k=0), np.ones(512), InvalidQueryError, "k must be between 1 and 1000, got 0"),
@@ -135,6 +179,7 @@ def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer
         (SearchOptions(), np.ones(3), InvalidVectorError, "wrong dimension 3, the collection expects 512"),
         (SearchOptions(), np.full(512, np.nan), InvalidVectorError, "NaN"),
         (SearchOptions(exclude_bottom_info_gain_pct=100), np.ones(512), InvalidQueryError, "percentile"),
+        (SearchOptions(rerank_info_gain=1e4), np.ones(512), InvalidQueryError, "between -1000 and 1000"),
     ],
 )
 def test_bad_queries_get_clear_errors(coco_ix: Indexer, opts, vec, exc, msg):

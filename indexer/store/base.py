@@ -48,6 +48,22 @@ class QuerySpec:
     blend: Blend | None = None
     depth: int = 0  # prefetch depth when blending
     with_vectors: bool = False
+    candidates: int = 0  # for query_among_nearest: how many unfiltered nearest neighbours to take
+
+    @property
+    def needed(self) -> int:
+        """How many filtered neighbours the query consumes: k, or the rerank depth."""
+        return self.limit if self.blend is None else max(self.depth, self.limit)
+
+
+#: Formula offset for candidates that fail the filter in :meth:`VectorStore.query_among_nearest`;
+#: far beyond any blended similarity (rerank weights are bounded), so a failing candidate shows.
+FAIL_PENALTY = 1e9
+
+
+def enough_passed(scores: Sequence[float]) -> bool:
+    """Whether a candidate query's top scores are all of candidates that passed the filter."""
+    return all(abs(s) < FAIL_PENALTY / 2 for s in scores)
 
 
 @dataclass
@@ -98,7 +114,21 @@ class VectorStore(ABC):
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int: ...
 
     @abstractmethod
-    def query(self, name: str, spec: QuerySpec) -> list[Hit]: ...
+    def query(self, name: str, spec: QuerySpec) -> list[Hit]:
+        """Filtered nearest neighbours (Qdrant's filtered search), blended by a formula if asked."""
+
+    @abstractmethod
+    def query_among_nearest(self, name: str, spec: QuerySpec) -> list[Hit] | None:
+        """The same answer as :meth:`query`, from the ``spec.candidates`` unfiltered nearest.
+
+        Qdrant evaluates the filter on those candidates only, as a formula condition, instead of
+        scanning the collection under the filter: a sieve stage scores ``similarity −
+        FAIL_PENALTY`` for a failing candidate and keeps the best ``spec.needed``. When that many
+        passed, they are exactly the filtered nearest ``needed``, so the final stage (limit k)
+        equals :meth:`query`'s. Otherwise failing candidates fill the sieve, and the final stage
+        lifts them by ``2 · FAIL_PENALTY`` (blend) or leaves them sunk (no blend) so that one of
+        them shows among the k returned: then this returns None and the caller runs :meth:`query`.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""

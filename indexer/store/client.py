@@ -9,7 +9,17 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from indexer.errors import InvalidQueryError, NotFoundError, StorageError
-from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore, qdrant_id
+from indexer.store.base import (
+    FAIL_PENALTY,
+    Blend,
+    Hit,
+    QuerySpec,
+    ScrollPage,
+    StorePoint,
+    VectorStore,
+    enough_passed,
+    qdrant_id,
+)
 
 
 def _filter(f: dict[str, Any] | None) -> models.Filter | None:
@@ -21,8 +31,11 @@ def _filter(f: dict[str, Any] | None) -> models.Filter | None:
         raise InvalidQueryError(f"The payload filter is not a valid Qdrant filter: {exc}") from exc
 
 
-def _formula(blend: Blend) -> models.FormulaQuery:
+def _formula(blend: Blend, lift: models.Filter | None = None) -> models.FormulaQuery:
+    """The blend; with ``lift``, candidates matching it score ``FAIL_PENALTY`` higher still."""
     terms: list[Any] = ["$score"]
+    if lift is not None:
+        terms.append(models.MultExpression(mult=[2 * FAIL_PENALTY, lift]))
     defaults: dict[str, Any] = {}
     for key, weight, center in blend.terms:
         terms.append(models.MultExpression(mult=[weight, models.SumExpression(sum=[key, -center])]))
@@ -129,29 +142,30 @@ class ClientStore(VectorStore):
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)
-        using = spec.using or None
         if spec.blend is None:
-            res = self._call(
-                self.client.query_points,
-                name,
-                query=spec.vector,
-                using=using,
-                query_filter=flt,
-                limit=spec.limit,
-                with_payload=True,
-                with_vectors=spec.with_vectors,
-            )
+            return self._run(name, spec, query=spec.vector, using=spec.using or None, query_filter=flt)
+        pre = models.Prefetch(query=spec.vector, using=spec.using or None, filter=flt, limit=spec.needed)
+        return self._run(name, spec, prefetch=pre, query=_formula(spec.blend))
+
+    def query_among_nearest(self, name: str, spec: QuerySpec) -> list[Hit] | None:
+        flt = _filter(spec.filter)
+        if flt is None:
+            return self.query(name, spec)
+        fails = models.Filter(must_not=[flt])
+        sieve = models.FormulaQuery(
+            formula=models.SumExpression(sum=["$score", models.MultExpression(mult=[-FAIL_PENALTY, fails])])
+        )
+        pool = models.Prefetch(query=spec.vector, using=spec.using or None, limit=spec.candidates)
+        if spec.blend is None:
+            hits = self._run(name, spec, prefetch=pool, query=sieve)
         else:
-            pre = models.Prefetch(query=spec.vector, using=using, filter=flt, limit=max(spec.depth, spec.limit))
-            res = self._call(
-                self.client.query_points,
-                name,
-                prefetch=pre,
-                query=_formula(spec.blend),
-                limit=spec.limit,
-                with_payload=True,
-                with_vectors=spec.with_vectors,
-            )
+            passed = models.Prefetch(prefetch=pool, query=sieve, limit=spec.needed)
+            hits = self._run(name, spec, prefetch=passed, query=_formula(spec.blend, fails))
+        return hits if enough_passed([h.score for h in hits]) else None
+
+    def _run(self, name: str, spec: QuerySpec, **request: Any) -> list[Hit]:
+        request.setdefault("limit", spec.limit)
+        res = self._call(self.client.query_points, name, with_payload=True, with_vectors=spec.with_vectors, **request)
         return [_hit(p) for p in res.points]
 
     def close(self) -> None:

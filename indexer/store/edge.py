@@ -20,7 +20,17 @@ from typing import Any
 import qdrant_edge as qe
 
 from indexer.errors import InvalidQueryError, NotFoundError, StorageError
-from indexer.store.base import Blend, Hit, QuerySpec, ScrollPage, StorePoint, VectorStore, qdrant_id
+from indexer.store.base import (
+    FAIL_PENALTY,
+    Blend,
+    Hit,
+    QuerySpec,
+    ScrollPage,
+    StorePoint,
+    VectorStore,
+    enough_passed,
+    qdrant_id,
+)
 from indexer.store.edge_filters import to_edge_filter
 
 _META = "inforank-vectors.json"
@@ -38,9 +48,16 @@ def _hit(p: Any, score: float = 0.0) -> Hit:
     return Hit(str(p.id), score, dict(p.payload or {}), vec)
 
 
-def _formula(blend: Blend) -> qe.Formula:
+def _nearest(spec: QuerySpec) -> Any:
+    return qe.Query.Nearest(list(map(float, spec.vector)), using=spec.using)
+
+
+def _formula(blend: Blend, lift: qe.Filter | None = None) -> qe.Formula:
+    """The blend; with ``lift``, candidates matching it score ``FAIL_PENALTY`` higher still."""
     E = qe.Expression
     terms = [E.Variable("$score")]
+    if lift is not None:
+        terms.append(E.Mult([E.Constant(2 * FAIL_PENALTY), E.Condition(lift)]))
     defaults: dict[str, Any] = {}
     for key, weight, center in blend.terms:
         terms.append(E.Mult([E.Constant(weight), E.Sum([E.Variable(key), E.Constant(-center)])]))
@@ -150,31 +167,39 @@ class EdgeStore(VectorStore):
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = to_edge_filter(spec.filter)
-        nearest = qe.Query.Nearest(list(map(float, spec.vector)), using=spec.using)
+        nearest = _nearest(spec)
         if spec.blend is None:
-            req = qe.QueryRequest(
-                limit=spec.limit,
-                query=nearest,
-                filter=flt,
-                with_payload=True,
-                with_vector=spec.with_vectors,
-            )
+            res = self._run(name, spec, limit=spec.limit, query=nearest, filter=flt)
         else:
-            pre = qe.Prefetch(limit=max(spec.depth, spec.limit), query=nearest, filter=flt)
-            req = qe.QueryRequest(
-                limit=spec.limit,
-                prefetches=[pre],
-                query=_formula(spec.blend),
-                with_payload=True,
-                with_vector=spec.with_vectors,
-            )
+            pre = qe.Prefetch(limit=spec.needed, query=nearest, filter=flt)
+            res = self._run(name, spec, limit=spec.limit, prefetches=[pre], query=_formula(spec.blend))
+        return [_hit(p, float(p.score)) for p in res]
+
+    def query_among_nearest(self, name: str, spec: QuerySpec) -> list[Hit] | None:
+        flt = to_edge_filter(spec.filter)
+        if flt is None:
+            return self.query(name, spec)
+        E = qe.Expression
+        fails = qe.Filter(must_not=[flt])
+        sieve = qe.Formula(E.Sum([E.Variable("$score"), E.Mult([E.Constant(-FAIL_PENALTY), E.Condition(fails)])]))
+        pool = qe.Prefetch(limit=spec.candidates, query=_nearest(spec))
+        if spec.blend is None:
+            res = self._run(name, spec, limit=spec.limit, prefetches=[pool], query=sieve)
+        else:
+            passed = qe.Prefetch(limit=spec.needed, prefetches=[pool], query=sieve)
+            res = self._run(name, spec, limit=spec.limit, prefetches=[passed], query=_formula(spec.blend, fails))
+        if not enough_passed([p.score for p in res]):
+            return None
+        return [_hit(p, float(p.score)) for p in res]
+
+    def _run(self, name: str, spec: QuerySpec, **request: Any) -> list[Any]:
+        req = qe.QueryRequest(with_payload=True, with_vector=spec.with_vectors, **request)
         try:
-            res = self._shard(name).query(req)
+            return list(self._shard(name).query(req))
         except (NotFoundError, InvalidQueryError):
             raise
         except Exception as exc:
             raise InvalidQueryError(f"Qdrant Edge rejected the query: {exc}") from exc
-        return [_hit(p, float(p.score)) for p in res]
 
     def close(self) -> None:
         with self._lock:
