@@ -21,7 +21,7 @@ from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
 from indexer.moments import Moments
 from indexer.scoring import drift
 from indexer.store import QdrantLocation, VectorStore, open_store
-from indexer.sync import sync_dirty
+from indexer.sync import push_fresh, sync_dirty
 from indexer.writer import BatchReport
 
 DEFAULT_BATCH = 1024
@@ -158,12 +158,13 @@ class Indexer:
     def _write_batch(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
         try:
             with self.sessions.begin() as s:
-                report, new = writer.write(s, self.cache, c, items, offset)
+                report, new, outbox = writer.write(s, self.cache, c, items, offset)
         except SQLAlchemyError as exc:
             raise StorageError(f"The database failed while writing a batch: {exc}") from exc
         for m, (v, mom) in new.items():
             self.cache.put(c.id, m, v, mom)
-        if report.ingested:
+        pushed = push_fresh(self.sessions, self.store, c, outbox.fresh)
+        if outbox.others or pushed < len(outbox.fresh):
             sync_dirty(self.sessions, self.store, c)
         return report
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -88,9 +88,11 @@ def check_metadata(meta: Any) -> dict[str, Any]:
     bad = [k for k in meta if k in RESERVED or str(k).startswith(RESERVED_PREFIX)]
     if bad:
         raise InvalidItemError(f"metadata uses field names reserved by inforank: {bad}")
+    if not meta:
+        return {}
     try:
-        if meta:
-            json.dumps(meta)
+        # as the database will give it back (tuples → lists, keys → strings): the point pushed
+        # from memory and the one replayed from the database carry the same payload
+        return cast(dict[str, Any], json.loads(json.dumps(meta)))
     except (TypeError, ValueError) as exc:
         raise InvalidItemError(f"metadata is not JSON-serialisable: {exc}") from exc
-    return meta

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -63,6 +64,61 @@ def sync_dirty(
         total += len(pts)
         if progress:
             progress(len(pts))
+
+
+def push_fresh(
+    sessions: sessionmaker[Session],
+    store: VectorStore,
+    c: Collection,
+    fresh: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+) -> int:
+    """Push points a write just created from its own rows in memory, then mark them clean.
+
+    The same guarantee as :func:`sync_dirty` without reading vectors back: the point rows are
+    locked (``FOR UPDATE SKIP LOCKED``; SQLite's ``BEGIN IMMEDIATE`` serialises) and only those
+    still at the revision this write gave them are pushed; a point another writer changed since,
+    or whose row is locked, stays dirty for that writer or the next sync. Returns how many were
+    pushed.
+    """
+    if not fresh:
+        return 0
+    keys = [p["item_key"] for p, _ in fresh]
+    with sessions.begin() as s:
+        held: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            rows = s.execute(
+                select(PointRow.item_key, PointRow.revision)
+                .where(
+                    PointRow.collection_id == c.id,
+                    PointRow.item_key.in_(keys[start : start + 500]),
+                    PointRow.dirty.is_(True),
+                )
+                .with_for_update(skip_locked=True)
+            )
+            held.update((k, r) for k, r in rows)
+        ok = [(SimpleNamespace(**p), [SimpleNamespace(**v) for v in vs]) for p, vs in fresh]
+        ok = [(p, vs) for p, vs in ok if held.get(p.item_key) == p.revision]
+        if not ok:
+            return 0
+        if c.attached:  # adopted collection: never touch the user's vectors
+            store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vs)) for p, vs in ok])
+        else:
+            store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in ok])
+        by_rev: dict[int, list[str]] = defaultdict(list)
+        for p, _ in ok:
+            by_rev[p.revision].append(p.item_key)
+        for rev, ks in by_rev.items():
+            for start in range(0, len(ks), 500):
+                s.execute(
+                    update(PointRow)
+                    .where(
+                        PointRow.collection_id == c.id,
+                        PointRow.item_key.in_(ks[start : start + 500]),
+                        PointRow.revision == rev,
+                    )
+                    .values(dirty=False)
+                )
+    return len(ok)
 
 
 def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None:

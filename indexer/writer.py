@@ -38,7 +38,7 @@ from indexer.items import (
 from indexer.moments import Moments
 from indexer.payload import unit_of
 from indexer.scoring import score_members
-from indexer.vectors import check_rows, normalise, problem_of_shape
+from indexer.vectors import check_rows, problem_of_shape
 
 IN_CHUNK = 500
 _VECTORS = cast(Table, VectorRow.__table__)
@@ -70,6 +70,16 @@ class BatchReport:
 
 
 @dataclass
+class Outbox:
+    """What one committed write leaves to push: ``fresh`` holds the full database rows of points
+    created by this write (pushed from memory, no read-back); ``others`` says whether the write
+    also left other points dirty (changed or revived points, newly scored pending items)."""
+
+    fresh: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
+    others: bool = False
+
+
+@dataclass
 class _Good:
     index: int
     uid: UserId
@@ -82,41 +92,45 @@ class _Good:
     point_id: str | None = None
 
 
-def _vector_problems(c: Collection, items: Sequence[Item]) -> dict[tuple[int, str], str]:
-    """Reasons per (item, modality), checked per modality in one vectorised pass."""
-    out: dict[tuple[int, str], str] = {}
+def _check_vectors(
+    c: Collection, items: Sequence[Item]
+) -> tuple[dict[tuple[int, str], str], dict[tuple[int, str], tuple[np.ndarray, float]]]:
+    """Per (item, modality): why its vector is unusable, or its float32 unit vector and raw
+    norm; checked and normalised per modality in one vectorised pass."""
+    bad: dict[tuple[int, str], str] = {}
+    good: dict[tuple[int, str], tuple[np.ndarray, float]] = {}
     for m in c.modalities:
         idx = [i for i, it in enumerate(items) if m in it.vectors]
         shaped = []
         for i in idx:
             why = problem_of_shape(np.shape(items[i].vectors[m]), c.dim)
             if why:
-                out[(i, m)] = f"{m} vector: {why}"
+                bad[(i, m)] = f"{m} vector: {why}"
             else:
                 shaped.append(i)
         if shaped:
             ck = check_rows(np.stack([np.asarray(items[i].vectors[m], dtype=np.float64) for i in shaped]), c.dim)
             for pos, why in ck.reasons.items():
-                out[(shaped[pos], m)] = f"{m} vector: {why}"
-    return out
+                bad[(shaped[pos], m)] = f"{m} vector: {why}"
+            kept = [i for i, ok in zip(shaped, ck.ok, strict=True) if ok]
+            good.update(zip(((i, m) for i in kept), zip(ck.unit, ck.norms.tolist(), strict=True), strict=True))
+    return bad, good
 
 
 def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_Good], list[Rejection]]:
     good: list[_Good] = []
     bad: list[Rejection] = []
     seen: set[str] = set()
-    problems = _vector_problems(c, items)
+    problems, checked = _check_vectors(c, items)
     for i, it in enumerate(items):
         try:
             if not it.vectors:
                 raise InvalidItemError("item has no vector")
-            raw: dict[str, np.ndarray] = {}
-            for m, v in it.vectors.items():
+            for m in it.vectors:
                 if m not in c.vector_names:
                     raise InvalidItemError(f"collection {c.name!r} has no {m!r} vectors")
                 if (i, m) in problems:
                     raise InvalidItemError(problems[(i, m)])
-                raw[m] = np.asarray(v, dtype=np.float64)
             meta = check_metadata(it.metadata or {})
             hashes = {m: it.hashes.get(m) or vector_hash(it.vectors[m]) for m in it.vectors}
             uid = check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
@@ -127,14 +141,9 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
             bad.append(Rejection(offset + i, it.id, str(exc)))
             continue
         seen.add(key)
-        norms = {m: float(np.sqrt(r @ r)) for m, r in raw.items()}
-        good.append(_Good(offset + i, uid, key, raw, norms, hashes, meta, dict(it.sources), it.point_id))
-    for m in c.modalities:
-        mine = [g for g in good if m in g.units]
-        if mine:
-            unit = normalise(np.stack([g.units[m] for g in mine]))
-            for g, u in zip(mine, unit, strict=True):
-                g.units[m] = u
+        units = {m: checked[(i, m)][0] for m in it.vectors}
+        norms = {m: checked[(i, m)][1] for m in it.vectors}
+        good.append(_Good(offset + i, uid, key, units, norms, hashes, meta, dict(it.sources), it.point_id))
     return good, bad
 
 
@@ -161,13 +170,13 @@ def _batch_moments(rows: Iterable[tuple[np.ndarray, float]], dim: int) -> Moment
 
 def write(
     session: Session, cache: StatsCache, coll: Collection, items: Sequence[Item], offset: int = 0
-) -> tuple[BatchReport, dict[str, tuple[int, Moments]]]:
-    """Validate and record one batch in the caller's transaction. Returns the report and the
-    new statistics to publish to the cache once the transaction has committed."""
+) -> tuple[BatchReport, dict[str, tuple[int, Moments]], Outbox]:
+    """Validate and record one batch in the caller's transaction. Returns the report, the new
+    statistics to publish to the cache once the transaction has committed, and the outbox."""
     report = BatchReport()
     good, report.rejected = _validate(coll, items, offset)
     if not good:
-        return report, {}
+        return report, {}, Outbox()
     row = lock_collection(session, coll.id)
     c = Collection.of(row)
     keys = [g.key for g in good]
@@ -193,7 +202,7 @@ def write(
         (report.ingested if any_change else report.unchanged).append(g.uid)
     if not report.ingested:
         report.stats_version = c.stats_version
-        return report, {}
+        return report, {}, Outbox()
     version = c.stats_version + 1
     new: dict[str, tuple[int, Moments]] = {}
     for m in c.modalities:
@@ -208,11 +217,12 @@ def write(
             write_moments(session, c.id, m, cur, version, kind=BASELINE)
         new[m] = (version, cur)
     row.stats_version = version
-    _record(session, c, changed, existing, version, new)
-    _touch_points(session, c, good, points, set(report.ingested))
-    fill_pending(session, c, new, version)
+    vector_rows = _record(session, c, changed, existing, version, new)
+    new_points, updated = _touch_points(session, c, good, points, set(report.ingested))
+    filled = fill_pending(session, c, new, version)
     report.stats_version = version
-    return report, {m: v for m, v in new.items() if adds[m] or removes[m]}
+    outbox = Outbox([(p, vector_rows[p["item_key"]]) for p in new_points], others=bool(updated or filled))
+    return report, {m: v for m, v in new.items() if adds[m] or removes[m]}, outbox
 
 
 def _record(
@@ -222,8 +232,9 @@ def _record(
     existing: dict[tuple[str, str], Any],
     version: int,
     new: dict[str, tuple[int, Moments]],
-) -> None:
-    """Store vectors and scores with two bulk statements (insert new rows, update the rest)."""
+) -> dict[str, list[dict[str, Any]]]:
+    """Store vectors and scores with two bulk statements (insert new rows, update the rest).
+    Returns the inserted rows by item key."""
     by_mod: dict[str, list[_Good]] = defaultdict(list)
     for g, m in changed:
         by_mod[m].append(g)
@@ -253,6 +264,10 @@ def _record(
         session.execute(insert(_VECTORS), inserts)  # Core: no ORM bulk bookkeeping
     if updates:
         session.execute(update(VectorRow), updates)  # bulk UPDATE by primary key
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in inserts:
+        by_key[r["item_key"]].append(r)
+    return by_key
 
 
 def _touch_points(
@@ -261,7 +276,8 @@ def _touch_points(
     good: list[_Good],
     points: dict[str, Any],
     changed_ids: set[UserId],
-) -> None:
+) -> tuple[list[dict[str, Any]], int]:
+    """Insert new point rows, bump the others. Returns the inserted rows and how many were updated."""
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for g in good:
@@ -297,6 +313,7 @@ def _touch_points(
         session.execute(insert(_POINTS), inserts)
     if updates:
         session.execute(update(PointRow), updates)
+    return inserts, len(updates)
 
 
 _VEC_COLS = ("item_key", "modality", "content_hash", "vector", "raw_norm")
@@ -387,4 +404,4 @@ def delete(
     return deleted, missing, new
 
 
-__all__ = ["BatchReport", "Rejection", "computable", "delete", "fill_pending", "rescore_rows", "write"]
+__all__ = ["BatchReport", "Outbox", "Rejection", "computable", "delete", "fill_pending", "rescore_rows", "write"]

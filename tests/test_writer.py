@@ -202,3 +202,35 @@ def test_pending_rows_are_not_reloaded_while_still_uncomputable(indexer: Indexer
     indexer.add("c", [Item({"text": txt[i]}, id=i) for i in range(8)])
     assert sum(scored) == 60  # the 60 pending images scored once (new texts are scored on write)
     assert np.isfinite(indexer.scores("c", "image")["info_gain"]).all()
+
+
+def test_points_pushed_from_memory_equal_the_replay_from_the_database(indexer: Indexer):
+    """New points are pushed from the write's own rows; a crash replays them from the database.
+    Both must put the same vectors and payload into Qdrant."""
+    from sqlalchemy import update
+
+    from indexer.db.models import PointRow
+
+    indexer.create_collection("c", dim=D, min_count=8)
+    items = _pairs(40)
+    items[0].metadata = {"tags": ("a", "b"), 7: "int key", "nested": {"x": [1, 2.5]}}
+    items.append(Item({"image": np.arange(1.0, D + 1)}, id=9))  # an integer id, one modality
+    indexer.add("c", items, batch_size=16)
+    c = indexer.collection("c")
+    ids = [indexer.item("c", it.id)["inforank_id"] for it in items]  # type: ignore[index]
+    keys = sorted({str(h.id) for h in indexer.store.scroll(c.qdrant_collection, None, 100, False).points})
+    pushed = {h.id: h for h in indexer.store.retrieve(c.qdrant_collection, keys, with_vectors=True)}
+    with indexer.sessions.begin() as s:
+        s.execute(update(PointRow).where(PointRow.collection_id == c.id).values(dirty=True))
+    assert indexer.sync("c") == 41
+    replayed = {h.id: h for h in indexer.store.retrieve(c.qdrant_collection, keys, with_vectors=True)}
+    assert ids == [it.id for it in items] and len(pushed) == 41
+    for k in keys:
+        assert pushed[k].payload == replayed[k].payload
+        a, b = pushed[k].vectors or {}, replayed[k].vectors or {}
+        assert a.keys() == b.keys()
+        for name in a:  # qdrant-client's local mode re-normalises on every upsert, at 1e-8
+            assert np.allclose(a[name], b[name], rtol=0, atol=1e-7)
+    assert pushed[keys[0]].payload.keys() >= {"inforank_id", "image_hash", "image_conformity"}
+    first = indexer.item("c", "p0")
+    assert first is not None and first["tags"] == ["a", "b"] and first["7"] == "int key"
