@@ -98,27 +98,29 @@ def push_fresh(
             held.update((k, r) for k, r in rows)
         ok = [(SimpleNamespace(**p), [SimpleNamespace(**v) for v in vs]) for p, vs in fresh]
         ok = [(p, vs) for p, vs in ok if held.get(p.item_key) == p.revision]
-        if not ok:
-            return 0
-        if c.attached:  # adopted collection: never touch the user's vectors
-            store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vs)) for p, vs in ok])
-        else:
-            store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in ok])
-        by_rev: dict[int, list[str]] = defaultdict(list)
-        for p, _ in ok:
-            by_rev[p.revision].append(p.item_key)
-        for rev, ks in by_rev.items():
-            for start in range(0, len(ks), 500):
-                s.execute(
-                    update(PointRow)
-                    .where(
-                        PointRow.collection_id == c.id,
-                        PointRow.item_key.in_(ks[start : start + 500]),
-                        PointRow.revision == rev,
-                    )
-                    .values(dirty=False)
-                )
+        _send(store, c, ok)
+        _mark_clean(s, c, [p.item_key for p, _ in ok])
     return len(ok)
+
+
+def _send(store: VectorStore, c: Collection, live: list[tuple[Any, list[Any]]]) -> None:
+    """Upsert full points; on an adopted collection only inforank's payload fields."""
+    if not live:
+        return
+    if c.attached:  # adopted collection: never touch the user's vectors
+        store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vs)) for p, vs in live])
+    else:
+        store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in live])
+
+
+def _mark_clean(s: Session, c: Collection, keys: list[str]) -> None:
+    """Only for rows this transaction holds locked: nobody can have changed them since."""
+    for start in range(0, len(keys), 500):
+        s.execute(
+            update(PointRow)
+            .where(PointRow.collection_id == c.id, PointRow.item_key.in_(keys[start : start + 500]))
+            .values(dirty=False)
+        )
 
 
 def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None:
@@ -131,11 +133,7 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
             select(*_VECTOR).where(VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500]))
         ):
             vecs[v.item_key].append(v)
-    if live:
-        if c.attached:  # adopted collection: never touch the user's vectors
-            store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vecs[p.item_key])) for p in live])
-        else:
-            store.upsert(c.qdrant_collection, [store_point(p, vecs[p.item_key], c.vector_names) for p in live])
+    _send(store, c, [(p, vecs[p.item_key]) for p in live])
     if gone:
         gone_ids = [p.point_id for p in gone]
         gone_keys = [p.item_key for p in gone]
@@ -149,5 +147,4 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
                     PointRow.collection_id == c.id, PointRow.item_key.in_(gone_keys[start : start + 500])
                 )
             )
-    if live:
-        s.execute(update(PointRow), [{"collection_id": c.id, "item_key": k, "dirty": False} for k in keys])
+    _mark_clean(s, c, keys)
