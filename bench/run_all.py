@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import ingest, scoring, search, stats_persist
+from bench import encode, ingest, scoring, search, stats_persist
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
         stats_persist.run(a.pg or None, rounds=5 if a.small else 20),
         ingest.run(n),
         search.run(n, 50 if a.small else 200),
+        encode.run(n=64 if a.small else 512),
     ]
     a.out.write_text(json.dumps(results, indent=2, default=float))
     print(f"results written to {a.out}")

@@ -8,6 +8,7 @@ with a text whose id is ``"cats/1"``. Same id, other modality = the same point.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,8 +23,13 @@ Read = Item | Rejection
 
 
 class Encoder(Protocol):
+    @property
+    def batch_size(self) -> int: ...
     def encode_texts(self, texts: list[str]) -> np.ndarray: ...
-    def encode_images(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]: ...
+    def decode(self, paths: list[Path]) -> list[Future[Any]]: ...
+    def encode_images(
+        self, paths: list[Path], decoded: list[Future[Any]] | None = None
+    ) -> tuple[np.ndarray, dict[int, str]]: ...
 
 
 def vector_items(path: Path, modality: str, ids_file: Path | None = None) -> Iterator[Read]:
@@ -59,12 +65,17 @@ def _encode_texts(buf: list[tuple[int, Any, str, dict[str, Any]]], enc: Encoder)
         )
 
 
-def image_items(root: Path, encoder: Encoder, batch: int = 32) -> Iterator[Read]:
+def image_items(root: Path, encoder: Encoder, batch: int | None = None) -> Iterator[Read]:
     root = Path(root)
     paths = find_images(root)
-    for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        vecs, bad = encoder.encode_images(chunk)
+    step = batch or encoder.batch_size
+    chunks = [paths[s : s + step] for s in range(0, len(paths), step)]
+    ahead = encoder.decode(chunks[0]) if chunks else None
+    for k, chunk in enumerate(chunks):
+        start = k * step
+        decoded = ahead
+        ahead = encoder.decode(chunks[k + 1]) if k + 1 < len(chunks) else None  # read while encoding
+        vecs, bad = encoder.encode_images(chunk, decoded)
         for j, p in enumerate(chunk):
             uid = str(p.relative_to(root).with_suffix(""))
             if j in bad:

@@ -82,3 +82,34 @@ def test_model_mismatch_between_collection_and_vectors(tmp_path: Path):
     with pytest.raises(ConflictError, match="refusing vectors of 'ViT-L-14:openai'"):
         ix.add("m", [Item({"image": np.ones(512)})], model=("ViT-L-14", "openai"))
     ix.close()
+
+
+def test_images_are_decoded_a_batch_ahead_and_keep_their_places(tmp_path: Path):
+    """image_items decodes the next batch on threads while the model runs: ids, rejections
+    and vectors must line up with the files, batch boundaries or not."""
+    import numpy as np
+
+    from indexer.items import Item
+    from indexer.sources import image_items
+    from indexer.writer import Rejection
+
+    for i in range(5):
+        if i == 3:
+            (tmp_path / f"{i}.jpg").write_bytes(b"\xff\xd8 broken")
+        else:
+            Image.new("RGB", (32 + 8 * i, 40), (40 * i, 255 - 40 * i, 90)).save(tmp_path / f"{i}.png")
+    enc = ClipEncoder.load("ViT-B-32", "random-init", device="cpu")
+    got = list(image_items(tmp_path, enc, batch=2))
+    assert [(type(x).__name__, x.id) for x in got] == [
+        ("Item", "0"),
+        ("Item", "1"),
+        ("Item", "2"),
+        ("Rejection", "3"),
+        ("Item", "4"),
+    ]
+    rej = got[3]
+    assert isinstance(rej, Rejection) and rej.index == 3 and rej.reason.startswith("unreadable image 3.jpg")
+    one, bad = enc.encode_images([tmp_path / "4.png"])
+    item = got[4]
+    assert isinstance(item, Item) and not bad
+    assert np.allclose(item.vectors["image"], one[0], atol=1e-5)
