@@ -59,7 +59,7 @@ def _vec(v: Any) -> list[float]:
     return np.asarray(v, dtype=np.float64).ravel().tolist()
 
 
-def _items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _items(items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = "") -> dict[str, Any]:
     out = []
     for it in items:
         d = dict(it)
@@ -67,7 +67,7 @@ def _items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if d.get(m) is not None:
                 d[m] = _vec(d[m])
         out.append(d)
-    return {"items": out}
+    return {"items": out, **({"model": model, "pretrained": pretrained} if model is not None else {})}
 
 
 def _result(d: dict[str, Any]) -> SearchResult:
@@ -107,9 +107,12 @@ class Client:
     def create_collection(self, name: str, dim: int, **kw: Any) -> dict[str, Any]:
         return _raise(self._http.post("/collections", json={"name": name, "dim": dim, **kw}))
 
-    def add(self, name: str, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """``items``: dicts with ``id``, ``image`` and/or ``text`` vectors, ``metadata``."""
-        return _raise(self._http.post(f"/collections/{name}/items", json=_items(items)))
+    def add(
+        self, name: str, items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = ""
+    ) -> dict[str, Any]:
+        """``items``: dicts with ``id``, ``image`` and/or ``text`` vectors, ``metadata``.
+        ``model``/``pretrained``: what produced the vectors; the service refuses a mismatch."""
+        return _raise(self._http.post(f"/collections/{name}/items", json=_items(items, model, pretrained)))
 
     def delete(self, name: str, ids: Sequence[str | int]) -> dict[str, Any]:
         return _raise(self._http.post(f"/collections/{name}/delete", json={"ids": list(ids)}))
@@ -138,8 +141,11 @@ class AsyncClient:
         r = await self._http.post(f"/collections/{name}/search", json={"vector": _vec(vector), **options})
         return _result(_raise(r))
 
-    async def add(self, name: str, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return _raise(await self._http.post(f"/collections/{name}/items", json=_items(items)))
+    async def add(
+        self, name: str, items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = ""
+    ) -> dict[str, Any]:
+        body = _items(items, model, pretrained)
+        return _raise(await self._http.post(f"/collections/{name}/items", json=body))
 
     async def stats(self, name: str) -> dict[str, Any]:
         return _raise(await self._http.get(f"/collections/{name}/stats"))

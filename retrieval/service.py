@@ -51,6 +51,12 @@ class ItemIn(BaseModel):
 
 class IngestIn(BaseModel):
     items: list[ItemIn]
+    model: str | None = Field(
+        default=None,
+        description="The open_clip model (or 'external') that produced the vectors; a mismatch "
+        "with the collection's model is refused (409). Omitted: not checked.",
+    )
+    pretrained: str = ""
 
 
 class CollectionIn(BaseModel):
@@ -177,7 +183,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
             )
             for it in body.items
         ]
-        rep = await run_in_threadpool(ix.add, name, items, batch_size=lim.max_batch)
+        model = (body.model, body.pretrained) if body.model is not None else None
+        rep = await run_in_threadpool(ix.add, name, items, batch_size=lim.max_batch, model=model)
         ingested.labels(name).inc(len(rep.ingested))
         rejected.labels(name).inc(len(rep.rejected))
         return {

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from indexer.api import Indexer
-from indexer.errors import InvalidInputError, NotFoundError
+from indexer.errors import ConflictError, InvalidInputError, NotFoundError
 from retrieval.client import Client
 from retrieval.service import Limits, create_app
 from tests.conftest import ellipsoid_pairs
@@ -82,6 +82,8 @@ def test_ingest_search_stats_and_errors_in_process(ix):
         ("/collections/c/search", {"vector": q, "filter": {"bogus": 1}}, 400),
         ("/collections/c/search", {"vector": q, "modality": "audio"}, 422),
         ("/collections/c/items", {"items": _items(101)}, 400),
+        ("/collections/c/items", {"items": _items(3), "model": "ViT-B-32", "pretrained": "openai"}, 409),
+        ("/collections/c/search", {"vector": q, "rerank_info_gain": 1e6}, 400),
         ("/collections", {"name": "c", "dim": D}, 409),
         ("/collections", {"name": "bad name!", "dim": D}, 400),
     ]
@@ -128,8 +130,10 @@ def test_running_service_with_the_python_client(tmp_path: Path):
                 except Exception:
                     time.sleep(0.2)
             c.create_collection("c", D, min_count=4)
-            rep = c.add("c", _items(30))
+            rep = c.add("c", _items(30), model="external")
             assert len(rep["ingested"]) == 30
+            with pytest.raises(ConflictError, match="HTTP 409"):
+                c.add("c", _items(2, seed=1), model="ViT-B-32", pretrained="openai")
             res = c.search("c", np.ones(D), k=3, exclude_bottom_info_gain_pct=10)
             assert len(res.hits) == 3 and res.hits[0].stats_version == rep["stats_version"]
             assert c.stats("c")["modalities"]["text"]["count"] == 30
