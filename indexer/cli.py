@@ -6,10 +6,12 @@ prints the result; library errors become messages and exit codes in :func:`run` 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -118,6 +120,68 @@ def list_collections(as_json: JsonOpt = False) -> None:
         )
 
 
+#: Remote mode (INFORANK_URL set): ``retrieval.cli`` registers the HTTP versions of the write
+#: commands here, so this module never imports the read side.
+REMOTE: dict[str, Callable[..., None]] = {}
+
+
+def remote(command: str) -> Callable[..., None] | None:
+    """The remote version of ``command`` bound to INFORANK_URL, or None to run locally."""
+    url = Settings().url
+    if not url or command not in REMOTE:
+        return None
+    return functools.partial(REMOTE[command], url)
+
+
+@dataclass(frozen=True)
+class IngestArgs:
+    collection: str
+    vectors: Path | None
+    modality: str | None
+    ids: Path | None
+    texts: Path | None
+    images: Path | None
+    batch_size: int
+    as_json: bool
+
+
+def item_reads(a: IngestArgs, model: str, pretrained: str) -> tuple[Any, int | None]:
+    """What ``inforank ingest`` reads, as items and rejections, and how many if known."""
+    from indexer import sources
+
+    if a.vectors is not None:
+        if a.modality not in ("image", "text"):
+            fail(errors.InvalidInputError("--vectors needs --modality image or --modality text."))
+        return sources.vector_items(a.vectors, a.modality, a.ids), None
+    if model == "external":
+        fail(
+            errors.InvalidInputError(
+                f"Collection {a.collection!r} holds external vectors: encode texts/images yourself "
+                "and use --vectors, or create a collection with --model and --pretrained."
+            )
+        )
+    from indexer.encoders import ClipEncoder
+
+    enc = ClipEncoder.load(model, pretrained)
+    if a.texts is not None:
+        return sources.text_items(a.texts, enc), None
+    assert a.images is not None
+    return sources.image_items(a.images, enc), sources.count_images(a.images)
+
+
+def ingest_summary(a: IngestArgs, ingested: int, unchanged: int, rejected: list[Any], version: int) -> None:
+    out = {
+        "collection": a.collection,
+        "ingested": ingested,
+        "skipped_duplicates": unchanged,
+        "rejected": rejected,
+        "stats_version": version,
+    }
+    emit(out, a.as_json, _ingest_text)
+    if rejected:
+        raise typer.Exit(REJECTED_EXIT)
+
+
 @app.command()
 def ingest(
     collection: str,
@@ -128,52 +192,26 @@ def ingest(
         Path | None, typer.Option(help="Texts: one per line, or JSON lines with id/text/metadata.")
     ] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of jpg/png/webp images (recursive).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Items per commit.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Items per commit (per request in remote mode).")] = 1024,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add items; re-ingesting the same content changes nothing.
+    """Add items; re-ingesting the same content changes nothing. With INFORANK_URL set, items go
+    to that `inforank serve` (texts and images are encoded here, with the collection's model).
 
     Example: inforank ingest photos --vectors emb.npz --modality image
     """
-    from indexer import sources
-
     if sum(x is not None for x in (vectors, texts, images)) != 1:
         fail(errors.InvalidInputError("Give exactly one of --vectors, --texts or --images."))
+    a = IngestArgs(collection, vectors, modality, ids, texts, images, batch_size, as_json)
+    if (run_remote := remote("ingest")) is not None:
+        run_remote(a)
+        return
     with opened() as ix:
         c = ix.collection(collection)
-        if vectors is not None:
-            if modality not in ("image", "text"):
-                fail(errors.InvalidInputError("--vectors needs --modality image or --modality text."))
-            reads: Any = sources.vector_items(vectors, modality, ids)
-            total = None
-        else:
-            if c.model == "external":
-                fail(
-                    errors.InvalidInputError(
-                        f"Collection {c.name!r} holds external vectors: encode texts/images yourself "
-                        "and use --vectors, or create a collection with --model and --pretrained."
-                    )
-                )
-            from indexer.encoders import ClipEncoder
-
-            enc = ClipEncoder.load(c.model, c.pretrained)
-            if texts is not None:
-                reads, total = sources.text_items(texts, enc), None
-            else:
-                assert images is not None
-                reads, total = sources.image_items(images, enc), sources.count_images(images)
+        reads, total = item_reads(a, c.model, c.pretrained)
         with progress(total, f"ingest {collection}") as bar:
             rep = ix.add(collection, reads, batch_size=batch_size, progress=bar.update)
-        out = {
-            "collection": collection,
-            "ingested": len(rep.ingested),
-            "skipped_duplicates": len(rep.unchanged),
-            "rejected": [r.as_dict() for r in rep.rejected],
-            "stats_version": rep.stats_version,
-        }
-        emit(out, as_json, _ingest_text)
-        if rep.rejected:
-            raise typer.Exit(REJECTED_EXIT)
+        ingest_summary(a, len(rep.ingested), len(rep.unchanged), [r.as_dict() for r in rep.rejected], rep.stats_version)
 
 
 def _ingest_text(d: dict[str, Any]) -> str:
@@ -185,19 +223,31 @@ def _ingest_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_ids(ids: str) -> list[str | int]:
+    """Comma-separated ids; integers are taken as integers."""
+    return [int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in ids.split(",") if x.strip()]
+
+
 @app.command()
 def delete(
     collection: str,
     ids: Annotated[str, typer.Option(help="Comma-separated ids (integers are taken as integers).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete items and their statistics contribution. Example: inforank delete photos --ids a,b"""
-    parsed: list[str | int] = [
-        int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in ids.split(",") if x.strip()
-    ]
+    """Delete items and their statistics contribution (through INFORANK_URL when set).
+
+    Example: inforank delete photos --ids a,b
+    """
+    parsed = parse_ids(ids)
+    if (run_remote := remote("delete")) is not None:
+        run_remote(collection, parsed, as_json)
+        return
     with opened() as ix:
-        out = ix.delete(collection, parsed)
-        emit(out, as_json, lambda d: f"deleted {len(d['deleted'])}, not found {d['missing']}")
+        emit(ix.delete(collection, parsed), as_json, delete_text)
+
+
+def delete_text(d: dict[str, Any]) -> str:
+    return f"deleted {len(d['deleted'])}, not found {d['missing']}"
 
 
 @app.command()

@@ -13,8 +13,22 @@ import numpy as np
 import typer
 
 from indexer import errors
-from indexer.cli import app, emit, fail, opened
+from indexer.cli import (
+    REMOTE,
+    IngestArgs,
+    app,
+    delete_text,
+    emit,
+    fail,
+    ingest_summary,
+    item_reads,
+    opened,
+    progress,
+)
+from indexer.items import Item
 from indexer.settings import Settings
+from indexer.vectors import problem
+from indexer.writer import Rejection
 from retrieval import align as align_lib
 from retrieval.client import Client
 from retrieval.search import Searcher, SearchOptions
@@ -192,6 +206,59 @@ def _client(url: str) -> Iterator[Client]:
         fail(exc)
     except httpx.HTTPError as exc:
         fail(errors.StorageError(f"Cannot reach the inforank service at {url}: {exc}"))
+
+
+def _remote_ingest(url: str, a: IngestArgs) -> None:
+    """``inforank ingest`` through the service: read (and encode) here, send batches over HTTP.
+    Unusable vectors (NaN/Inf, which JSON cannot carry, zero, wrong dimension) are rejected here
+    with the reasons the service gives, so the good items of a batch still land."""
+    rejected: list[dict[str, Any]] = []
+    done = {"ingested": 0, "unchanged": 0, "version": 0, "seen": 0}
+    with _client(url) as cl:
+        info = cl.collection(a.collection)
+        done["version"] = info["stats_version"]
+        reads, total = item_reads(a, info["model"], info["pretrained"])
+        model = (None, "") if a.vectors is not None else (info["model"], info["pretrained"])
+        buf: list[tuple[int, Item]] = []  # (position among the items read, item)
+
+        def send() -> None:
+            rep = cl.add(a.collection, [_wire(it) for _, it in buf], *model)
+            done["ingested"] += len(rep["ingested"])
+            done["unchanged"] += len(rep["skipped_duplicates"])
+            rejected.extend({**r, "index": buf[r["index"]][0]} for r in rep["rejected"])
+            done["version"] = max(done["version"], rep["stats_version"])
+            bar.update(len(buf))
+            buf.clear()
+
+        with progress(total, f"ingest {a.collection} via {url}") as bar:
+            for it in reads:
+                if isinstance(it, Rejection):  # a reader could not even build the item
+                    rejected.append(it.as_dict())
+                    continue
+                pos = done["seen"]
+                done["seen"] += 1
+                why = next((f"{m} vector: {w}" for m, v in it.vectors.items() if (w := problem(v, info["dim"]))), None)
+                if why is not None:  # the service's own reasons, found before sending
+                    rejected.append(Rejection(pos, it.id, why).as_dict())
+                    continue
+                buf.append((pos, it))
+                if len(buf) >= a.batch_size:
+                    send()
+            if buf:
+                send()
+    ingest_summary(a, done["ingested"], done["unchanged"], rejected, done["version"])
+
+
+def _wire(it: Item) -> dict[str, Any]:
+    return {"id": it.id, **it.vectors, "metadata": it.metadata, "hashes": it.hashes, "sources": it.sources}
+
+
+def _remote_delete(url: str, collection: str, ids: list[str | int], as_json: bool) -> None:
+    with _client(url) as cl:
+        emit(cl.delete(collection, ids), as_json, delete_text)
+
+
+REMOTE.update(ingest=_remote_ingest, delete=_remote_delete)
 
 
 @align_app.command("fit")

@@ -56,7 +56,10 @@ def _raise(r: httpx.Response) -> Any:
 
 
 def _vec(v: Any) -> list[float]:
-    return np.asarray(v, dtype=np.float64).ravel().tolist()
+    a = np.asarray(v, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(a)):
+        raise errors.InvalidVectorError("A vector contains NaN or Inf, which JSON cannot carry; nothing was sent.")
+    return a.tolist()
 
 
 def _items(items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = "") -> dict[str, Any]:
@@ -103,6 +106,9 @@ class Client:
 
     def collections(self) -> list[dict[str, Any]]:
         return _raise(self._http.get("/collections"))
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return _raise(self._http.get(f"/collections/{name}"))
 
     def create_collection(self, name: str, dim: int, **kw: Any) -> dict[str, Any]:
         return _raise(self._http.post("/collections", json={"name": name, "dim": dim, **kw}))

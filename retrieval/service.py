@@ -52,6 +52,12 @@ class ItemIn(BaseModel):
     image: list[float] | None = None
     text: list[float] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    hashes: dict[Literal["image", "text"], str] = Field(
+        default_factory=dict, description="Content hash per modality (e.g. of the image file); default: of the vector."
+    )
+    sources: dict[Literal["image", "text"], str] = Field(
+        default_factory=dict, description="The text itself or the image's path, kept in the payload."
+    )
 
 
 class IngestIn(BaseModel):
@@ -186,6 +192,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
                 {m: np.asarray(v) for m, v in (("image", it.image), ("text", it.text)) if v is not None},
                 id=it.id,
                 metadata=it.metadata,
+                hashes={str(k): v for k, v in it.hashes.items()},
+                sources={str(k): v for k, v in it.sources.items()},
             )
             for it in body.items
         ]

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from indexer.api import Indexer
-from indexer.errors import ConflictError, InvalidInputError, NotFoundError
+from indexer.errors import ConflictError, InvalidInputError, InvalidVectorError, NotFoundError
 from retrieval.client import Client
 from retrieval.service import Limits, create_app
 from tests.conftest import ellipsoid_pairs
@@ -141,6 +141,8 @@ def test_running_service_with_the_python_client(tmp_path: Path):
                 c.search("nope", np.ones(D))
             with pytest.raises(InvalidInputError, match="HTTP 400"):
                 c.search("c", np.ones(3))
+            with pytest.raises(InvalidVectorError, match="NaN or Inf, which JSON cannot carry"):
+                c.search("c", np.full(D, np.nan))
         with Client(url, api_key="wrong") as c, pytest.raises(InvalidInputError, match="HTTP 401"):
             c.collections()
         # the CLI's remote mode goes through the same client
@@ -174,6 +176,25 @@ def test_running_service_with_the_python_client(tmp_path: Path):
             timeout=60,
         )
         assert json.loads(out.stdout)["modalities"]["image"]["count"] == 30
+        # writes too: ingest reads the file here and sends batches; a bad row is reported in place
+        rows = np.asarray(ellipsoid_pairs(7, D, seed=5)[0])
+        rows[4] = np.nan
+        np.savez(tmp_path / "more.npz", vectors=rows, ids=np.array([f"r{k}" for k in range(7)]))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            cmd = [sys.executable, "-m", "retrieval.cli", *args, "--json"]
+            return subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=60)
+
+        out = cli("ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image", "--batch-size", "3")
+        got = json.loads(out.stdout)
+        assert out.returncode == 1 and got["ingested"] == 6 and got["skipped_duplicates"] == 0
+        assert got["rejected"] == [{"index": 4, "id": "r4", "reason": "image vector: vector contains NaN or Inf"}]
+        again = json.loads(cli("ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image").stdout)
+        assert again["ingested"] == 0 and again["skipped_duplicates"] == 6
+        out = cli("delete", "c", "--ids", "r0,r1,nope")
+        assert out.returncode == 0 and json.loads(out.stdout) == {"deleted": ["r0", "r1"], "missing": ["nope"]}
+        with Client(url, api_key="k") as c:
+            assert c.stats("c")["modalities"]["image"]["count"] == 34
         assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
     finally:
         proc.terminate()
