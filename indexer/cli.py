@@ -54,6 +54,13 @@ def opened() -> Iterator[Indexer]:
     """The library object for this process's environment; errors become exit codes."""
     try:
         s = Settings()
+        if s.url and not (s.database_url or s.qdrant_url):
+            raise errors.InvalidInputError(
+                f"INFORANK_URL points this CLI at the service {s.url}, and this command has no remote "
+                "mode: it runs on the engines themselves. Set INFORANK_DATABASE_URL and "
+                "INFORANK_QDRANT_URL to the service's engines, or unset INFORANK_URL to use the "
+                "embedded store here."
+            )
         ix = Indexer(s.db_url(), s.qdrant())
     except errors.InforankError as exc:
         fail(exc)
@@ -94,30 +101,41 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a collection. Example: inforank create photos --dim 512"""
-    with opened() as ix:
-        if dim is None:
-            if model == "external":
-                fail(errors.InvalidInputError("Give --dim for a collection of external vectors."))
-            from indexer.encoders import ClipEncoder
+    if dim is None:
+        if model == "external":
+            fail(errors.InvalidInputError("Give --dim for a collection of external vectors."))
+        from indexer.encoders import ClipEncoder
 
+        try:
             dim = ClipEncoder.load(model, pretrained).dim
-        c = ix.create_collection(name, dim=dim, model=model, pretrained=pretrained, tau=tau, min_count=min_count)
-        emit(c.__dict__, as_json, lambda d: f"created {d['name']} (dim {d['dim']}, model {c.model_identity})")
+        except errors.InforankError as exc:
+            fail(exc)
+    spec: dict[str, Any] = {"dim": dim, "model": model, "pretrained": pretrained, "tau": tau, "min_count": min_count}
+    if (run_remote := remote("create")) is not None:
+        run_remote(name, spec, as_json)
+        return
+    with opened() as ix:
+        emit(ix.create_collection(name, **spec).__dict__, as_json, created_text)
+
+
+def created_text(d: dict[str, Any]) -> str:
+    model = d["model"] if d["model"] == "external" else f"{d['model']}:{d['pretrained']}"
+    return f"created {d['name']} (dim {d['dim']}, model {model})"
 
 
 @app.command("collections")
 def list_collections(as_json: JsonOpt = False) -> None:
     """List collections. Example: inforank collections --json"""
+    if (run_remote := remote("collections")) is not None:
+        run_remote(as_json)
+        return
     with opened() as ix:
-        rows = [c.__dict__ for c in ix.collections()]
-        emit(
-            rows,
-            as_json,
-            lambda rs: (
-                "\n".join(f"{r['name']}\tdim={r['dim']}\tmodel={r['model']}\tversion={r['stats_version']}" for r in rs)
-                or "no collections"
-            ),
-        )
+        emit([c.__dict__ for c in ix.collections()], as_json, collections_text)
+
+
+def collections_text(rs: list[dict[str, Any]]) -> str:
+    lines = [f"{r['name']}\tdim={r['dim']}\tmodel={r['model']}\tversion={r['stats_version']}" for r in rs]
+    return "\n".join(lines) or "no collections"
 
 
 #: Remote mode (INFORANK_URL set): ``retrieval.cli`` registers the HTTP versions of the write
@@ -258,16 +276,17 @@ def rescore(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute stored scores when statistics drifted; resumable. Example: inforank rescore photos"""
+    if (run_remote := remote("rescore")) is not None:
+        run_remote(collection, all_, threshold, as_json)
+        return
     with opened() as ix, progress(None, f"rescore {collection}") as bar:
         rep = ix.rescore(collection, threshold=threshold, all=all_, progress=bar.update)
-        emit(
-            rep.__dict__,
-            as_json,
-            lambda d: (
-                ("skipped: drift below threshold " if d["skipped"] else f"rescored {d['rescored']} ")
-                + f"(drift {d['drift']})"
-            ),
-        )
+        emit(rep.__dict__, as_json, rescore_text)
+
+
+def rescore_text(d: dict[str, Any]) -> str:
+    done = "skipped: drift below threshold " if d["skipped"] else f"rescored {d['rescored']} "
+    return done + f"(drift {d['drift']})"
 
 
 @app.command()
@@ -355,6 +374,9 @@ def drop(collection: str, yes: Annotated[bool, typer.Option("--yes", help="Do no
     """Delete a collection and its Qdrant points. Example: inforank drop photos --yes"""
     if not yes:
         typer.confirm(f"Drop collection {collection} and all its points?", abort=True)
+    if (run_remote := remote("drop")) is not None:
+        run_remote(collection)
+        return
     with opened() as ix:
         ix.drop_collection(collection)
         typer.echo(f"dropped {collection}")

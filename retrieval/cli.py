@@ -17,6 +17,8 @@ from indexer.cli import (
     REMOTE,
     IngestArgs,
     app,
+    collections_text,
+    created_text,
     delete_text,
     emit,
     fail,
@@ -24,6 +26,7 @@ from indexer.cli import (
     item_reads,
     opened,
     progress,
+    rescore_text,
 )
 from indexer.items import Item
 from indexer.settings import Settings
@@ -258,7 +261,38 @@ def _remote_delete(url: str, collection: str, ids: list[str | int], as_json: boo
         emit(cl.delete(collection, ids), as_json, delete_text)
 
 
-REMOTE.update(ingest=_remote_ingest, delete=_remote_delete)
+def _remote_create(url: str, name: str, spec: dict[str, Any], as_json: bool) -> None:
+    with _client(url) as cl:
+        d = cl.create_collection(name, **spec)
+    emit(d, as_json, created_text)
+
+
+def _remote_collections(url: str, as_json: bool) -> None:
+    with _client(url) as cl:
+        rows = cl.collections()
+    emit(rows, as_json, collections_text)
+
+
+def _remote_rescore(url: str, collection: str, all_: bool, threshold: float, as_json: bool) -> None:
+    with _client(url) as cl:
+        d = cl.rescore(collection, all=all_, threshold=threshold)
+    emit(d, as_json, rescore_text)
+
+
+def _remote_drop(url: str, collection: str) -> None:
+    with _client(url) as cl:
+        cl.drop(collection)
+    typer.echo(f"dropped {collection}")
+
+
+REMOTE.update(
+    ingest=_remote_ingest,
+    delete=_remote_delete,
+    create=_remote_create,
+    collections=_remote_collections,
+    rescore=_remote_rescore,
+    drop=_remote_drop,
+)
 
 
 @align_app.command("fit")
@@ -272,6 +306,11 @@ def align_fit(
 
     Example: inforank align fit photos
     """
+    if remote_url := Settings().url:
+        with _client(remote_url) as cl:
+            d = cl.align_fit(collection, method, force)
+        emit(d, as_json, _align_text)
+        return
     with opened() as ix:
         m = align_lib.fit(ix, collection, method, force)
         emit({"version": m.version, "method": m.method, "active": m.active, **m.metrics}, as_json, _align_text)
@@ -295,24 +334,30 @@ def _align_text(d: dict[str, Any]) -> str:
 @align_app.command("status")
 def align_status(collection: str, as_json: JsonOpt = False) -> None:
     """List fitted maps and which is active. Example: inforank align status photos"""
-    with opened() as ix:
-        rows = align_lib.status(ix, collection)
-        emit(
-            rows,
-            as_json,
-            lambda rs: (
-                "\n".join(f"v{r['version']} {r['method']} active={r['active']} shrinkage={r['shrinkage']}" for r in rs)
-                or "no maps"
-            ),
-        )
+    if remote_url := Settings().url:
+        with _client(remote_url) as cl:
+            rows = cl.align_status(collection)
+    else:
+        with opened() as ix:
+            rows = align_lib.status(ix, collection)
+    emit(rows, as_json, _maps_text)
+
+
+def _maps_text(rs: list[dict[str, Any]]) -> str:
+    lines = [f"v{r['version']} {r['method']} active={r['active']} shrinkage={r['shrinkage']}" for r in rs]
+    return "\n".join(lines) or "no maps"
 
 
 @align_app.command("off")
 def align_off(collection: str) -> None:
     """Deactivate alignment. Example: inforank align off photos"""
-    with opened() as ix:
-        align_lib.off(ix, collection)
-        typer.echo("alignment off")
+    if remote_url := Settings().url:
+        with _client(remote_url) as cl:
+            cl.align_off(collection)
+    else:
+        with opened() as ix:
+            align_lib.off(ix, collection)
+    typer.echo("alignment off")
 
 
 @app.command()

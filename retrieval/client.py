@@ -129,8 +129,21 @@ class Client:
     def stats(self, name: str) -> dict[str, Any]:
         return _raise(self._http.get(f"/collections/{name}/stats"))
 
+    def drop(self, name: str) -> dict[str, Any]:
+        return _raise(self._http.delete(f"/collections/{name}"))
+
+    def rescore(self, name: str, all: bool = False, threshold: float = 0.05) -> dict[str, Any]:
+        params: dict[str, str | float] = {"all": str(all).lower(), "threshold": threshold}
+        return _raise(self._http.post(f"/collections/{name}/rescore", params=params))
+
     def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:
         return _raise(self._http.post(f"/collections/{name}/align", json={"method": method, "force": force}))
+
+    def align_status(self, name: str) -> list[dict[str, Any]]:
+        return _raise(self._http.get(f"/collections/{name}/align"))
+
+    def align_off(self, name: str) -> dict[str, Any]:
+        return _raise(self._http.delete(f"/collections/{name}/align"))
 
 
 class AsyncClient:

@@ -181,8 +181,8 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         rows[4] = np.nan
         np.savez(tmp_path / "more.npz", vectors=rows, ids=np.array([f"r{k}" for k in range(7)]))
 
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            cmd = [sys.executable, "-m", "retrieval.cli", *args, "--json"]
+        def cli(*args: str, json_out: bool = True) -> subprocess.CompletedProcess[str]:
+            cmd = [sys.executable, "-m", "retrieval.cli", *args, *(["--json"] if json_out else [])]
             return subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=60)
 
         out = cli("ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image", "--batch-size", "3")
@@ -195,6 +195,15 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         assert out.returncode == 0 and json.loads(out.stdout) == {"deleted": ["r0", "r1"], "missing": ["nope"]}
         with Client(url, api_key="k") as c:
             assert c.stats("c")["modalities"]["image"]["count"] == 34
+        # the catalog, rescore and alignment commands too
+        assert json.loads(cli("create", "d", "--dim", str(D)).stdout)["name"] == "d"
+        assert {r["name"] for r in json.loads(cli("collections").stdout)} == {"c", "d"}
+        assert json.loads(cli("rescore", "c", "--all").stdout)["rescored"] > 0
+        assert json.loads(cli("align", "status", "c").stdout) == []
+        assert cli("drop", "d", "--yes", json_out=False).stdout.strip() == "dropped d"
+        # a command that runs on the engines themselves refuses instead of using a local store
+        out = cli("sync", "c", json_out=False)
+        assert out.returncode == 2 and "has no remote mode" in out.stderr
         assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
     finally:
         proc.terminate()
