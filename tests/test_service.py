@@ -104,6 +104,46 @@ def test_ingest_search_stats_and_errors_in_process(ix):
     assert "inforank_request_seconds_bucket" in metrics
 
 
+@pytest.mark.parametrize("slots", [1, 3])
+def test_searches_wait_at_the_gate(ix, monkeypatch, slots):
+    """At most ``max_concurrent_searches`` searches run at once; the others wait their turn."""
+    import threading
+
+    import retrieval.service as service
+
+    tc = TestClient(create_app(ix, limits=Limits(max_concurrent_searches=slots)))
+    tc.post("/collections", json={"name": "c", "dim": D, "min_count": 4})
+    tc.post("/collections/c/items", json={"items": _items(20)})
+    running, peak, lock = [0], [0], threading.Lock()
+    search = service.Searcher.search
+
+    def timed(self, *a, **kw):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        try:
+            return search(self, *a, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(service.Searcher, "search", timed)
+    codes: list[int] = []
+
+    def one() -> None:
+        with TestClient(tc.app) as c:
+            codes.append(c.post("/collections/c/search", json={"vector": np.ones(D).tolist(), "k": 3}).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert codes == [200] * 6
+    assert peak[0] == 1 if slots == 1 else 2 <= peak[0] <= 3
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
