@@ -216,17 +216,10 @@ class Searcher:
             out["must_not"] = must_not
         if user:
             return out, None
-        dist = self.distribution(c, t)
-        frac = 1.0
-        for f, (lo, hi) in bounds.items():
-            if f == "info_gain" and cut is not None:
-                lo = cut if lo is None else max(lo, cut)
-            v = dist[f][2]
-            if (lo, hi) != (None, None) and len(v):
-                a = 0 if lo is None else int(np.searchsorted(v, lo, "left"))
-                b = len(v) if hi is None else int(np.searchsorted(v, hi, "right"))
-                frac *= max(b - a, 0) / len(v)
-        return out, frac
+        if cut is not None:
+            lo, hi = bounds["info_gain"]
+            bounds["info_gain"] = (cut if lo is None else max(lo, cut), hi)
+        return out, pass_fraction(self.distribution(c, t), bounds)
 
     def _blend(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
         if not o.rerank_info_gain and not o.rerank_conformity:
@@ -284,6 +277,21 @@ class Searcher:
             merged += rs
         applied["calibrated"] = o.calibrate
         return sorted(merged, key=lambda r: -r.score)
+
+
+def pass_fraction(
+    dist: dict[str, tuple[float, float, np.ndarray]], bounds: dict[str, tuple[float | None, float | None]]
+) -> float:
+    """Share of scored items within every field's [lo, hi], from the sorted stored scores
+    (fields taken as independent: an estimate, which the candidate plan's fallback tolerates)."""
+    frac = 1.0
+    for f, (lo, hi) in bounds.items():
+        v = dist[f][2]
+        if (lo, hi) != (None, None) and len(v):
+            a = 0 if lo is None else int(np.searchsorted(v, lo, "left"))
+            b = len(v) if hi is None else int(np.searchsorted(v, hi, "right"))
+            frac *= max(b - a, 0) / len(v)
+    return frac
 
 
 def percentile_of_sorted(v: np.ndarray, p: float) -> float:
