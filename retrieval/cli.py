@@ -216,30 +216,31 @@ def _remote_ingest(url: str, a: IngestArgs) -> None:
     Unusable vectors (NaN/Inf, which JSON cannot carry, zero, wrong dimension) are rejected here
     with the reasons the service gives, so the good items of a batch still land."""
     rejected: list[dict[str, Any]] = []
-    done = {"ingested": 0, "unchanged": 0, "version": 0, "seen": 0}
+    ingested = unchanged = 0
     with _client(url) as cl:
         info = cl.collection(a.collection)
-        done["version"] = info["stats_version"]
+        version = info["stats_version"]
         reads, total = item_reads(a, info["model"], info["pretrained"])
         model = (None, "") if a.vectors is not None else (info["model"], info["pretrained"])
         buf: list[tuple[int, Item]] = []  # (position among the items read, item)
 
         def send() -> None:
+            nonlocal ingested, unchanged, version
             rep = cl.add(a.collection, [_wire(it) for _, it in buf], *model)
-            done["ingested"] += len(rep["ingested"])
-            done["unchanged"] += len(rep["skipped_duplicates"])
+            ingested += len(rep["ingested"])
+            unchanged += len(rep["skipped_duplicates"])
             rejected.extend({**r, "index": buf[r["index"]][0]} for r in rep["rejected"])
-            done["version"] = max(done["version"], rep["stats_version"])
+            version = max(version, rep["stats_version"])
             bar.update(len(buf))
             buf.clear()
 
         with progress(total, f"ingest {a.collection} via {url}") as bar:
+            pos = -1
             for it in reads:
                 if isinstance(it, Rejection):  # a reader could not even build the item
                     rejected.append(it.as_dict())
                     continue
-                pos = done["seen"]
-                done["seen"] += 1
+                pos += 1
                 why = next((f"{m} vector: {w}" for m, v in it.vectors.items() if (w := problem(v, info["dim"]))), None)
                 if why is not None:  # the service's own reasons, found before sending
                     rejected.append(Rejection(pos, it.id, why).as_dict())
@@ -249,7 +250,7 @@ def _remote_ingest(url: str, a: IngestArgs) -> None:
                     send()
             if buf:
                 send()
-    ingest_summary(a, done["ingested"], done["unchanged"], rejected, done["version"])
+    ingest_summary(a, ingested, unchanged, rejected, version)
 
 
 def _wire(it: Item) -> dict[str, Any]:
