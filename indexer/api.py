@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
 from indexer.moments import Moments
 from indexer.scoring import drift
 from indexer.store import QdrantLocation, VectorStore, open_store
-from indexer.sync import push_fresh, sync_dirty
+from indexer.sync import Pushed, push_fresh, sync_dirty
 from indexer.writer import BatchReport
 
 DEFAULT_BATCH = 1024
@@ -33,6 +34,11 @@ class RescoreReport:
     rescored: int = 0
     skipped: bool = False
     stats_version: int = 0
+    replayed: int = 0
+
+
+def _quarantined(p: Pushed) -> list[writer.Rejection]:
+    return [writer.Rejection(None, json.loads(k), f"Qdrant refused the point: {why}") for k, why in p.quarantined.items()]
 
 
 class Indexer:
@@ -134,8 +140,8 @@ class Indexer:
         c = self.collection(name)
         if model is not None:
             catalog.check_model(c, *model)
-        sync_dirty(self.sessions, self.store, c)  # replay what an earlier crash left unsynced
-        total = BatchReport(stats_version=c.stats_version)
+        replay = self._replay(c)
+        total = BatchReport(stats_version=c.stats_version, replayed=replay.pushed, quarantined=_quarantined(replay))
         buf: list[Item] = []
         offset = 0
         for it in items:
@@ -164,22 +170,45 @@ class Indexer:
         for m, (v, mom) in new.items():
             self.cache.put(c.id, m, v, mom)
         pushed = push_fresh(self.sessions, self.store, c, outbox.fresh)
-        if outbox.others or pushed < len(outbox.fresh):
-            sync_dirty(self.sessions, self.store, c)
+        if outbox.others or pushed.pushed + len(pushed.quarantined) < len(outbox.fresh):
+            pushed += sync_dirty(self.sessions, self.store, c)
+        report.quarantined = _quarantined(pushed)
         return report
+
+    def _replay(self, c: Collection) -> Pushed:
+        """Every write starts here: take the store (so a busy embedded store is found before the
+        database commits anything), then push what an earlier, interrupted write left dirty."""
+        self.store.claim(c.qdrant_collection)
+        return sync_dirty(self.sessions, self.store, c)
 
     def delete(self, name: str, ids: Sequence[UserId]) -> dict[str, Any]:
         c = self.collection(name)
+        replay = self._replay(c)
         with self.sessions.begin() as s:
             deleted, missing, new = writer.delete(s, self.cache, c, list(ids))
         for m, (v, mom) in new.items():
             self.cache.put(c.id, m, v, mom)
         sync_dirty(self.sessions, self.store, c)
-        return {"deleted": deleted, "missing": missing}
+        return {"deleted": deleted, "missing": missing, "replayed": replay.pushed}
 
     def sync(self, name: str) -> int:
-        """Push points a crash left unsynced; returns how many."""
-        return sync_dirty(self.sessions, self.store, self.collection(name))
+        """Push points a crash left unsynced; returns how many (refused ones are quarantined:
+        see :meth:`quarantined`)."""
+        c = self.collection(name)
+        self.store.claim(c.qdrant_collection)
+        return sync_dirty(self.sessions, self.store, c).pushed
+
+    def quarantined(self, name: str, limit: int = 20) -> dict[str, Any]:
+        """Points Qdrant refused: how many, and the first ``limit`` with their reasons. Delete
+        them, or ingest the item again with corrected data, to clear them."""
+        c = self.collection(name)
+        where = (PointRow.collection_id == c.id) & PointRow.quarantine.is_not(None)
+        with self.sessions() as s:
+            n = s.execute(select(func.count()).where(where)).scalar_one()
+            rows = s.execute(
+                select(PointRow.user_id, PointRow.quarantine).where(where).order_by(PointRow.item_key).limit(limit)
+            ).all()
+        return {"count": n, "items": [{"id": u, "reason": r} for u, r in rows]}
 
     # ---- statistics --------------------------------------------------------------------
     def moments(self, name: str, modality: str, kind: str = "current") -> tuple[int, Moments]:
@@ -286,6 +315,7 @@ class Indexer:
         if all(m in moms and moms[m].n for m in MODALITIES):
             g = diagnostics.modality_gap(moms["image"], moms["text"])
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
+        out["quarantined"] = self.quarantined(name)
         return out
 
     def rescore(
@@ -308,8 +338,10 @@ class Indexer:
         due = all or any(d is None or d > threshold for d in drifts.values())
         rep = RescoreReport(drifts, stats_version=c.stats_version)
         if not due:
+            rep.replayed = self._replay(c).pushed
             rep.skipped = True
             return rep
+        rep.replayed = self._replay(c).pushed  # a crash after an earlier rescore's commit left these
         target = c.stats_version
         while True:
             with self.sessions.begin() as s:

@@ -187,16 +187,26 @@ def item_reads(a: IngestArgs, model: str, pretrained: str) -> tuple[Any, int | N
     return sources.image_items(a.images, enc), sources.count_images(a.images)
 
 
-def ingest_summary(a: IngestArgs, ingested: int, unchanged: int, rejected: list[Any], version: int) -> None:
+def ingest_summary(
+    a: IngestArgs,
+    ingested: int,
+    unchanged: int,
+    rejected: list[Any],
+    version: int,
+    quarantined: list[Any] | None = None,
+    replayed: int = 0,
+) -> None:
     out = {
         "collection": a.collection,
         "ingested": ingested,
         "skipped_duplicates": unchanged,
         "rejected": rejected,
+        "quarantined": quarantined or [],
+        "replayed": replayed,
         "stats_version": version,
     }
     emit(out, a.as_json, _ingest_text)
-    if rejected:
+    if rejected or quarantined:
         raise typer.Exit(REJECTED_EXIT)
 
 
@@ -229,7 +239,15 @@ def ingest(
         reads, total = item_reads(a, c.model, c.pretrained)
         with progress(total, f"ingest {collection}") as bar:
             rep = ix.add(collection, reads, batch_size=batch_size, progress=bar.update)
-        ingest_summary(a, len(rep.ingested), len(rep.unchanged), [r.as_dict() for r in rep.rejected], rep.stats_version)
+        ingest_summary(
+            a,
+            len(rep.ingested),
+            len(rep.unchanged),
+            [r.as_dict() for r in rep.rejected],
+            rep.stats_version,
+            [{"id": r.id, "reason": r.reason} for r in rep.quarantined],
+            rep.replayed,
+        )
 
 
 def _ingest_text(d: dict[str, Any]) -> str:
@@ -237,7 +255,12 @@ def _ingest_text(d: dict[str, Any]) -> str:
         f"ingested {d['ingested']}, skipped {d['skipped_duplicates']} duplicates, "
         f"rejected {len(d['rejected'])} (statistics version {d['stats_version']})"
     ]
+    if d.get("replayed"):
+        lines.insert(0, f"replayed {d['replayed']} points an interrupted write had left unsynced")
     lines += [f"  rejected #{r['index']} id={r['id']!r}: {r['reason']}" for r in d["rejected"][:50]]
+    lines += [f"  quarantined id={r['id']!r}: {r['reason']}" for r in d.get("quarantined", [])[:50]]
+    if d.get("quarantined"):
+        lines.append("  quarantined items are stored but not searchable: delete them or ingest them again, corrected")
     return "\n".join(lines)
 
 
@@ -265,7 +288,8 @@ def delete(
 
 
 def delete_text(d: dict[str, Any]) -> str:
-    return f"deleted {len(d['deleted'])}, not found {d['missing']}"
+    replayed = f" (first replayed {d['replayed']} unsynced points)" if d.get("replayed") else ""
+    return f"deleted {len(d['deleted'])}, not found {d['missing']}{replayed}"
 
 
 @app.command()
@@ -286,7 +310,8 @@ def rescore(
 
 def rescore_text(d: dict[str, Any]) -> str:
     done = "skipped: drift below threshold " if d["skipped"] else f"rescored {d['rescored']} "
-    return done + f"(drift {d['drift']})"
+    replayed = f"; replayed {d['replayed']} points an interrupted write had left unsynced" if d.get("replayed") else ""
+    return done + f"(drift {d['drift']}){replayed}"
 
 
 @app.command()
@@ -363,10 +388,21 @@ def _validate_text(d: dict[str, Any]) -> str:
 
 
 @app.command()
-def sync(collection: str) -> None:
-    """Replay points an interrupted run left unsynced to Qdrant. Example: inforank sync photos"""
+def sync(collection: str, as_json: JsonOpt = False) -> None:
+    """Replay points an interrupted run left unsynced to Qdrant, and list points Qdrant refused
+    (quarantined). Example: inforank sync photos"""
     with opened() as ix:
-        typer.echo(f"pushed {ix.sync(collection)} points")
+        out = {"collection": collection, "pushed": ix.sync(collection), "quarantined": ix.quarantined(collection)}
+        emit(out, as_json, sync_text)
+
+
+def sync_text(d: dict[str, Any]) -> str:
+    q = d["quarantined"]
+    lines = [f"pushed {d['pushed']} points; {q['count']} quarantined"]
+    lines += [f"  quarantined id={r['id']!r}: {r['reason']}" for r in q["items"]]
+    if q["count"]:
+        lines.append("  delete them (inforank delete) or ingest them again with corrected data")
+    return "\n".join(lines)
 
 
 @app.command()

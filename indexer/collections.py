@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,9 @@ from indexer.errors import ConflictError, InvalidInputError, NotFoundError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 EXTERNAL = "external"
+#: the statistics keep a d×d float64 co-moment per modality (current and drift baseline), in the
+#: database and in every process's cache: 128 MiB each at 4096, 32 GiB at 65,536.
+MAX_DIM = 4096
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,21 @@ def check_model(c: Collection, model: str, pretrained: str) -> None:
     )
 
 
+def check_settings(*, dim: int, tau: float, min_count: int) -> None:
+    """A collection's numeric settings, refused with their reason before anything is created."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 2 <= dim <= MAX_DIM:
+        raise InvalidInputError(
+            f"The dimension must be an integer from 2 to {MAX_DIM}, got {dim!r}: the statistics keep a "
+            "d×d matrix per modality (128 MiB at 4096)."
+        )
+    if not math.isfinite(tau) or tau <= 0:
+        raise InvalidInputError(f"The temperature tau must be a positive finite number, got {tau!r}.")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 2:
+        raise InvalidInputError(
+            f"min_count must be an integer of at least 2 (a covariance needs two items), got {min_count!r}."
+        )
+
+
 def insert(
     session: Session,
     *,
@@ -105,10 +124,7 @@ def insert(
 ) -> Collection:
     if session.execute(select(CollectionRow.id).where(CollectionRow.name == name)).scalar():
         raise ConflictError(f"Collection {name!r} already exists.")
-    if dim < 2:
-        raise InvalidInputError("the dimension must be at least 2.")
-    if tau <= 0:
-        raise InvalidInputError("the temperature tau must be positive.")
+    check_settings(dim=dim, tau=tau, min_count=min_count)
     row = CollectionRow(
         name=name,
         model=model,

@@ -52,3 +52,14 @@ class ModelUnavailableError(InforankError):
 
 class StorageError(InforankError):
     """Qdrant or the SQL database failed underneath an operation."""
+
+
+class StoreBusyError(StorageError):
+    """The embedded Qdrant Edge directory is held by another process; nothing was written."""
+
+
+class PointRefusedError(StorageError):
+    """Qdrant refused the content of a request (a payload value, an id), not the connection.
+
+    The sync narrows such a refusal down to the points that cause it and quarantines them, so
+    one bad point never blocks the others."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -74,12 +75,93 @@ def derived_id(model_identity: str, hashes: dict[str, str]) -> str:
     return str(uuid.uuid5(_NS, f"{model_identity}\x00{body}"))
 
 
+#: limits of what one item may carry, checked before anything is written: the database
+#: columns (``item_key`` is VARCHAR(512), ``content_hash`` VARCHAR(64)) and Qdrant's payload
+#: (finite numbers, 64-bit integers, valid Unicode) must accept every item that commits.
+MAX_KEY_CHARS = 512
+MAX_HASH_CHARS = 64
+MAX_METADATA_BYTES = 64 * 1024
+MAX_SOURCE_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_text(s: str, what: str) -> str:
+    """A string the database and Qdrant both store: valid Unicode, no NUL character."""
+    if "\x00" in s:
+        raise InvalidItemError(f"{what} contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidItemError(
+            f"{what} is not valid Unicode (a lone surrogate {s[exc.start]!r} at position {exc.start})"
+        ) from None
+    return s
+
+
+def _check_int(v: int, what: str) -> int:
+    if not INT64[0] <= v <= INT64[1]:
+        raise InvalidItemError(f"{what} is an integer outside the signed 64-bit range that Qdrant stores")
+    return v
+
+
 def check_user_id(v: Any) -> UserId:
     if isinstance(v, bool) or not isinstance(v, str | int):
-        raise InvalidItemError(f"an id must be a string or an integer, got {v!r}")
-    if isinstance(v, str) and not v.strip():
+        raise InvalidItemError(f"an id must be a string or an integer, got {v!r:.80}")
+    if isinstance(v, int):
+        return _check_int(v, "the id")
+    if not v.strip():
         raise InvalidItemError("an id must not be empty")
+    check_text(v, "the id")
+    if len(item_key(v)) > MAX_KEY_CHARS:
+        raise InvalidItemError(
+            f"the id is too long: at most {MAX_KEY_CHARS} characters once JSON-escaped "
+            "(a non-ASCII character counts as 6)"
+        )
     return v
+
+
+def check_hash(m: str, h: Any) -> str:
+    if not isinstance(h, str) or not 1 <= len(h) <= MAX_HASH_CHARS or not h.isascii() or not h.isprintable():
+        raise InvalidItemError(
+            f"the {m} content hash must be 1 to {MAX_HASH_CHARS} printable ASCII characters (e.g. a sha256 hex digest)"
+        )
+    return h
+
+
+def check_source(m: str, s: Any) -> str:
+    if not isinstance(s, str):
+        raise InvalidItemError(f"the {m} source must be a string, got {type(s).__name__}")
+    check_text(s, f"the {m} source")
+    if len(s.encode("utf-8")) > MAX_SOURCE_BYTES:
+        raise InvalidItemError(f"the {m} source is larger than {MAX_SOURCE_BYTES} bytes")
+    return s
+
+
+def _check_value(v: Any, where: str, depth: int) -> None:
+    """Every value Qdrant's payload and both databases' JSON columns accept, recursively."""
+    if depth > MAX_DEPTH:
+        raise InvalidItemError(f"metadata is nested deeper than {MAX_DEPTH} levels")
+    if v is None or isinstance(v, bool):
+        return
+    if isinstance(v, int):
+        _check_int(v, f"metadata {where}")
+    elif isinstance(v, float):
+        if not math.isfinite(v):
+            raise InvalidItemError(f"metadata {where} is {v}: only finite numbers can be stored")
+    elif isinstance(v, str):
+        check_text(v, f"metadata {where}")
+    elif isinstance(v, list | tuple):
+        for i, x in enumerate(v):
+            _check_value(x, f"{where}[{i}]", depth + 1)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if isinstance(k, bool) or not isinstance(k, str | int):  # JSON turns integer keys into strings
+                raise InvalidItemError(f"metadata keys must be strings, got {k!r:.40} in {where or 'the top level'}")
+            check_text(str(k), f"the metadata key {k!r:.40}")
+            _check_value(x, f"{where}.{k}" if where else repr(k), depth + 1)
+    else:
+        raise InvalidItemError(f"metadata {where} is a {type(v).__name__}, which JSON cannot hold")
 
 
 def check_metadata(meta: Any) -> dict[str, Any]:
@@ -90,9 +172,10 @@ def check_metadata(meta: Any) -> dict[str, Any]:
         raise InvalidItemError(f"metadata uses field names reserved by inforank: {bad}")
     if not meta:
         return {}
-    try:
-        # as the database will give it back (tuples → lists, keys → strings): the point pushed
-        # from memory and the one replayed from the database carry the same payload
-        return cast(dict[str, Any], json.loads(json.dumps(meta)))
-    except (TypeError, ValueError) as exc:
-        raise InvalidItemError(f"metadata is not JSON-serialisable: {exc}") from exc
+    _check_value(meta, "", 0)
+    text = json.dumps(meta, allow_nan=False)
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise InvalidItemError(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    # as the database will give it back (tuples → lists): the point pushed from memory and the
+    # one replayed from the database carry the same payload
+    return cast(dict[str, Any], json.loads(text))

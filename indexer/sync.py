@@ -5,12 +5,17 @@ SQLite's ``BEGIN IMMEDIATE`` serialises), pushes them, marks them clean and comm
 row locks across the push means no writer can change a point between our read and our mark, so a
 stale state is never marked as synced. A crash leaves rows dirty, and the next round replays them:
 Qdrant upserts and deletes are idempotent.
+
+A point Qdrant refuses for its content (a value validation let through, or data written by an
+older version) is *quarantined*: marked clean with the reason, so it never blocks the points
+behind it. ``stats`` and ``sync`` list quarantined points; deleting or rewriting the item clears it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +31,9 @@ from indexer.store.base import VectorStore
 BATCH = 1024
 
 
+#: a quarantine reason is cut to the column's width
+REASON_CHARS = 1000
+
 _POINT = (PointRow.item_key, PointRow.user_id, PointRow.point_id, PointRow.meta, PointRow.deleted)
 _VECTOR = (
     VectorRow.item_key,
@@ -40,15 +48,28 @@ _VECTOR = (
 )
 
 
+@dataclass
+class Pushed:
+    """What a push did: points sent, and the item keys Qdrant refused (quarantined) with why."""
+
+    pushed: int = 0
+    quarantined: dict[str, str] = field(default_factory=dict)
+
+    def __iadd__(self, other: Pushed) -> Pushed:
+        self.pushed += other.pushed
+        self.quarantined.update(other.quarantined)
+        return self
+
+
 def sync_dirty(
     sessions: sessionmaker[Session],
     store: VectorStore,
     c: Collection,
     progress: Callable[[int], None] | None = None,
     batch: int = BATCH,
-) -> int:
-    """Replay every dirty point of ``c`` to Qdrant. Returns how many were pushed."""
-    total = 0
+) -> Pushed:
+    """Replay every dirty point of ``c`` to Qdrant."""
+    total = Pushed()
     while True:
         with sessions.begin() as s:
             pts = s.execute(
@@ -60,8 +81,7 @@ def sync_dirty(
             ).all()
             if not pts:
                 return total
-            _push(s, store, c, list(pts))
-        total += len(pts)
+            total += _push(s, store, c, list(pts))
         if progress:
             progress(len(pts))
 
@@ -71,17 +91,16 @@ def push_fresh(
     store: VectorStore,
     c: Collection,
     fresh: list[tuple[dict[str, Any], list[dict[str, Any]]]],
-) -> int:
+) -> Pushed:
     """Push points a write just created from its own rows in memory, then mark them clean.
 
     The same guarantee as :func:`sync_dirty` without reading vectors back: the point rows are
     locked (``FOR UPDATE SKIP LOCKED``; SQLite's ``BEGIN IMMEDIATE`` serialises) and only those
     still at the revision this write gave them are pushed; a point another writer changed since,
-    or whose row is locked, stays dirty for that writer or the next sync. Returns how many were
-    pushed.
+    or whose row is locked, stays dirty for that writer or the next sync.
     """
     if not fresh:
-        return 0
+        return Pushed()
     keys = [p["item_key"] for p, _ in fresh]
     with sessions.begin() as s:
         held: dict[str, int] = {}
@@ -98,19 +117,28 @@ def push_fresh(
             held.update((k, r) for k, r in rows)
         ok = [(SimpleNamespace(**p), [SimpleNamespace(**v) for v in vs]) for p, vs in fresh]
         ok = [(p, vs) for p, vs in ok if held.get(p.item_key) == p.revision]
-        _send(store, c, ok)
-        _mark_clean(s, c, [p.item_key for p, _ in ok])
-    return len(ok)
+        return _send(s, store, c, ok)
 
 
-def _send(store: VectorStore, c: Collection, live: list[tuple[Any, list[Any]]]) -> None:
-    """Upsert full points; on an adopted collection only inforank's payload fields."""
+def _send(s: Session, store: VectorStore, c: Collection, live: list[tuple[Any, list[Any]]]) -> Pushed:
+    """Upsert full points (on an adopted collection only inforank's payload fields), then mark
+    them clean, or quarantined where Qdrant refused them."""
     if not live:
-        return
+        return Pushed()
     if c.attached:  # adopted collection: never touch the user's vectors
-        store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vs)) for p, vs in live])
+        refused = store.set_payload(c.qdrant_collection, [(p.point_id, payload(p, vs)) for p, vs in live])
     else:
-        store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in live])
+        refused = store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in live])
+    _mark_clean(s, c, [p.item_key for p, _ in live if p.point_id not in refused])
+    for p, _ in live:
+        if p.point_id in refused:
+            s.execute(
+                update(PointRow)
+                .where(PointRow.collection_id == c.id, PointRow.item_key == p.item_key)
+                .values(dirty=False, quarantine=refused[p.point_id][:REASON_CHARS])
+            )
+    bad = {p.item_key: refused[p.point_id] for p, _ in live if p.point_id in refused}
+    return Pushed(len(live) - len(bad), bad)
 
 
 def _mark_clean(s: Session, c: Collection, keys: list[str]) -> None:
@@ -119,11 +147,11 @@ def _mark_clean(s: Session, c: Collection, keys: list[str]) -> None:
         s.execute(
             update(PointRow)
             .where(PointRow.collection_id == c.id, PointRow.item_key.in_(keys[start : start + 500]))
-            .values(dirty=False)
+            .values(dirty=False, quarantine=None)
         )
 
 
-def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None:
+def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> Pushed:
     gone = [p for p in pts if p.deleted]
     live = [p for p in pts if not p.deleted]
     vecs: dict[str, list[Any]] = defaultdict(list)
@@ -133,7 +161,7 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
             select(*_VECTOR).where(VectorRow.collection_id == c.id, VectorRow.item_key.in_(keys[start : start + 500]))
         ):
             vecs[v.item_key].append(v)
-    _send(store, c, [(p, vecs[p.item_key]) for p in live])
+    done = _send(s, store, c, [(p, vecs[p.item_key]) for p in live])
     if gone:
         gone_ids = [p.point_id for p in gone]
         gone_keys = [p.item_key for p in gone]
@@ -147,4 +175,5 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> None
                     PointRow.collection_id == c.id, PointRow.item_key.in_(gone_keys[start : start + 500])
                 )
             )
-    _mark_clean(s, c, keys)
+    done.pushed += len(gone)
+    return done

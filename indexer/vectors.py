@@ -11,6 +11,9 @@ from indexer.errors import InvalidVectorError
 
 #: a row whose norm is below this is "zero": its direction carries no information.
 MIN_NORM = 1e-12
+#: raw norms are merged into running sums of norms and squared norms (float64): a bound far
+#: beyond any embedding model's output keeps those sums finite for billions of items.
+MAX_NORM = 1e12
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,36 @@ def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
         )
     a64 = arr.astype(np.float64)
     finite = np.all(np.isfinite(a64), axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], a64, 0.0), axis=1)
-    ok = finite & (norms >= MIN_NORM)
-    reasons = {
-        int(i): ("vector contains NaN or Inf" if not finite[i] else "zero vector has no direction")
-        for i in np.flatnonzero(~ok)
-    }
+    norms = safe_norms(np.where(finite[:, None], a64, 0.0))
+    ok = finite & (norms >= MIN_NORM) & (norms <= MAX_NORM)
+    reasons = {int(i): _reason(bool(finite[i]), float(norms[i])) for i in np.flatnonzero(~ok)}
     unit = normalise(a64[ok])
     return Checked(unit, norms[ok], ok, reasons)
+
+
+def _reason(finite: bool, norm: float) -> str:
+    if not finite:
+        return "vector contains NaN or Inf"
+    if norm < MIN_NORM:
+        return "zero vector has no direction"
+    return f"vector norm {norm:.3g} is above {MAX_NORM:.0e}: scale the vectors down"
+
+
+def safe_norms(rows: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Row norms that neither overflow (components of 1e300) nor underflow: each row is scaled
+    by its largest component first, the way LAPACK's ``nrm2`` does."""
+    a = np.asarray(rows, dtype=np.float64)
+    scale = _pow2_scale(a)
+    with np.errstate(over="ignore"):
+        return np.linalg.norm(a / scale, axis=1) * scale[:, 0]
+
+
+def _pow2_scale(a: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per row, the power of two nearest above its largest component (1 for a zero row):
+    dividing by it is exact, so scaled results equal unscaled ones wherever those are finite."""
+    top = np.max(np.abs(a), axis=1, keepdims=True) if a.size else np.zeros((len(a), 1))
+    _, exp = np.frexp(top)
+    return np.where(top > 0, np.ldexp(1.0, exp), 1.0)
 
 
 def normalise(rows: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -70,13 +95,18 @@ def normalise(rows: NDArray[np.floating]) -> NDArray[np.float32]:
     removing an item later subtracts exactly what was added.
     """
     a = np.asarray(rows, dtype=np.float64)
+    a = a / _pow2_scale(a)  # exact, and the norm below cannot overflow or underflow
     return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
 
 
 def as_query(vector: NDArray[np.floating] | list[float], dim: int) -> NDArray[np.float64]:
     """A single query vector, validated and normalised, or an :class:`InvalidVectorError`."""
     v = np.asarray(vector, dtype=np.float64)
-    why = problem(v, dim)
+    why = problem_of_shape(v.shape, dim)
+    if why is None and not np.all(np.isfinite(v)):
+        why = "vector contains NaN or Inf"
+    if why is None and safe_norms(v[None])[0] < MIN_NORM:
+        why = "zero vector has no direction"
     if why:
         raise InvalidVectorError(f"The query vector is unusable: {why}.")
-    return v / np.linalg.norm(v)
+    return normalise(v[None])[0].astype(np.float64)

@@ -27,7 +27,9 @@ from indexer.errors import InvalidItemError
 from indexer.items import (
     Item,
     UserId,
+    check_hash,
     check_metadata,
+    check_source,
     check_user_id,
     derived_id,
     item_key,
@@ -47,7 +49,7 @@ _POINTS = cast(Table, PointRow.__table__)
 
 @dataclass
 class Rejection:
-    index: int
+    index: int | None  # the item's position in the input; None where it has none (quarantined)
     id: UserId | None
     reason: str
 
@@ -61,11 +63,16 @@ class BatchReport:
     unchanged: list[UserId] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     stats_version: int = 0
+    #: points an earlier, interrupted write left unsynced, pushed before this one
+    replayed: int = 0
+    #: committed items Qdrant refused: kept out of the way with their reason (``stats`` lists them)
+    quarantined: list[Rejection] = field(default_factory=list)
 
     def extend(self, other: BatchReport) -> None:
         self.ingested += other.ingested
         self.unchanged += other.unchanged
         self.rejected += other.rejected
+        self.quarantined += other.quarantined
         self.stats_version = max(self.stats_version, other.stats_version)
 
 
@@ -132,7 +139,8 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
                 if (i, m) in problems:
                     raise InvalidItemError(problems[(i, m)])
             meta = check_metadata(it.metadata or {})
-            hashes = {m: it.hashes.get(m) or vector_hash(it.vectors[m]) for m in it.vectors}
+            hashes = {m: check_hash(m, it.hashes[m]) if it.hashes.get(m) else vector_hash(it.vectors[m]) for m in it.vectors}
+            sources = {m: check_source(m, s) for m, s in it.sources.items() if m in it.vectors and s is not None}
             uid = check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
             key = item_key(uid)
             if key in seen:
@@ -143,7 +151,7 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
         seen.add(key)
         units = {m: checked[(i, m)][0] for m in it.vectors}
         norms = {m: checked[(i, m)][1] for m in it.vectors}
-        good.append(_Good(offset + i, uid, key, units, norms, hashes, meta, dict(it.sources), it.point_id))
+        good.append(_Good(offset + i, uid, key, units, norms, hashes, meta, sources, it.point_id))
     return good, bad
 
 
@@ -295,6 +303,7 @@ def _touch_points(
                     "revision": 1,
                     "dirty": True,
                     "deleted": False,
+                    "quarantine": None,
                 }
             )
         else:
@@ -307,6 +316,7 @@ def _touch_points(
                     "revision": (p.revision or 0) + 1,
                     "dirty": True,
                     "deleted": False,
+                    "quarantine": None,  # a rewrite retries a quarantined point
                 }
             )
     if inserts:
@@ -369,6 +379,7 @@ def rescore_rows(
 def mark_dirty(session: Session, cid: int, keys: Sequence[str]) -> None:
     for p in _rows(session, PointRow, cid, list(dict.fromkeys(keys))):
         p.dirty = True
+        p.quarantine = None
         p.revision = (p.revision or 0) + 1
 
 
@@ -399,6 +410,7 @@ def delete(
     for p in points.values():
         p.deleted = True
         p.dirty = True
+        p.quarantine = None
         p.revision = (p.revision or 0) + 1
     row.stats_version = version
     return deleted, missing, new

@@ -36,7 +36,7 @@ def test_images_and_texts_through_open_clip_with_bad_items(tmp_path: Path):
             ]
         )
     )
-    r = runner.invoke(app, ["create", "clip", "--model", "ViT-B-32", "--pretrained", "random-init", "--min-count", "1"])
+    r = runner.invoke(app, ["create", "clip", "--model", "ViT-B-32", "--pretrained", "random-init", "--min-count", "2"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["ingest", "clip", "--images", str(pics), "--json"])
     out = json.loads(r.stdout)

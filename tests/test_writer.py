@@ -121,7 +121,7 @@ def test_delete_removes_points_and_contribution(indexer: Indexer):
     indexer.create_collection("c", dim=D, min_count=4)
     indexer.add("c", _pairs(30))
     out = indexer.delete("c", ["p1", "p2", "nope"])
-    assert out == {"deleted": ["p1", "p2"], "missing": ["nope"]}
+    assert out == {"deleted": ["p1", "p2"], "missing": ["nope"], "replayed": 0}
     assert indexer.store.count("c") == 28
     assert indexer.item("c", "p1") is None
     _assert_exact(indexer, "c")

@@ -82,6 +82,9 @@ class PointRow(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=1)
     dirty: Mapped[bool] = mapped_column(Boolean, default=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: why Qdrant refused this point (it is not dirty, so it never blocks a sync); cleared by
+    #: the next write of the item, which retries it. None: not quarantined.
+    quarantine: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class VectorRow(Base):

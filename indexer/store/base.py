@@ -7,9 +7,13 @@ payload filters pass straight through; formulas are a tiny linear form (see :cla
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from indexer.errors import PointRefusedError
+
+T = TypeVar("T")
 
 
 def qdrant_id(s: str) -> int | str:
@@ -72,6 +76,22 @@ class ScrollPage:
     next_offset: Any = None
 
 
+def send_each(send: Callable[[Sequence[T]], None], items: Sequence[T], ident: Callable[[T], str]) -> dict[str, str]:
+    """Send ``items`` in one request; when the store refuses it for its content, halve it until
+    every refused item is found (about log₂ n extra requests per bad item) and send the rest.
+    Returns the refused items' ids with Qdrant's reason. Other failures propagate."""
+    if not items:
+        return {}
+    try:
+        send(items)
+        return {}
+    except PointRefusedError as exc:
+        if len(items) == 1:
+            return {ident(items[0]): str(exc)}
+        mid = len(items) // 2
+        return {**send_each(send, items[:mid], ident), **send_each(send, items[mid:], ident)}
+
+
 class VectorStore(ABC):
     """What inforank needs from Qdrant; both backends pass the same tests."""
 
@@ -91,11 +111,26 @@ class VectorStore(ABC):
     @abstractmethod
     def drop(self, name: str) -> None: ...
 
-    @abstractmethod
-    def upsert(self, name: str, points: Sequence[StorePoint]) -> None: ...
+    def upsert(self, name: str, points: Sequence[StorePoint]) -> dict[str, str]:
+        """Upsert points; those Qdrant refuses for their content are left out and returned
+        (point id → reason) instead of failing the others."""
+        return send_each(lambda b: self._upsert(name, b), points, lambda p: p.id)
+
+    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+        """Set payload fields; refused points are returned as by :meth:`upsert`."""
+        return send_each(lambda b: self._set_payload(name, b), items, lambda it: it[0])
 
     @abstractmethod
-    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
+    def _upsert(self, name: str, points: Sequence[StorePoint]) -> None:
+        """One request; raises :class:`PointRefusedError` when Qdrant refuses its content."""
+
+    @abstractmethod
+    def _set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
+
+    def claim(self, name: str) -> None:  # noqa: B027 - only the embedded store has something to take
+        """Take what a write to ``name`` needs before the database commits anything (the
+        embedded store's directory lock); raises :class:`StoreBusyError` when another process
+        holds it."""
 
     @abstractmethod
     def delete(self, name: str, ids: Sequence[str]) -> None: ...

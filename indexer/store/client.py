@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from indexer.errors import InvalidQueryError, NotFoundError, StorageError
+from indexer.errors import InvalidQueryError, NotFoundError, PointRefusedError, StorageError
 from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
@@ -46,6 +47,22 @@ def _formula(blend: Blend, lift: models.Filter | None = None) -> models.FormulaQ
 def _hit(p: Any) -> Hit:
     vec = p.vector if isinstance(p.vector, dict) else ({"": p.vector} if p.vector else None)
     return Hit(str(p.id), float(getattr(p, "score", 0.0) or 0.0), dict(p.payload or {}), vec)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A write refused for its content (HTTP 400/422 from a server; a value local mode or the
+    request's JSON encoding cannot take) is a :class:`PointRefusedError`; the rest is unchanged."""
+    try:
+        yield
+    except InvalidQueryError as exc:
+        raise PointRefusedError(str(exc)) from exc
+    except StorageError as exc:
+        if isinstance(exc.__cause__, UnexpectedResponse) and exc.__cause__.status_code == 422:
+            raise PointRefusedError(str(exc)) from exc
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # building the request (pydantic, JSON)
+        raise PointRefusedError(f"Qdrant cannot take this point: {exc}") from exc
 
 
 class ClientStore(VectorStore):
@@ -96,19 +113,18 @@ class ClientStore(VectorStore):
     def drop(self, name: str) -> None:
         self._call(self.client.delete_collection, name)
 
-    def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
-        if points:
+    def _upsert(self, name: str, points: Sequence[StorePoint]) -> None:
+        with _refusals():
             pts = [models.PointStruct(id=qdrant_id(p.id), vector=dict(p.vectors), payload=p.payload) for p in points]
             self._call(self.client.upsert, name, pts, wait=True)
 
-    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        if not items:
-            return
-        ops = [
-            models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[qdrant_id(pid)]))
-            for pid, pl in items
-        ]
-        self._call(self.client.batch_update_points, name, ops, wait=True)
+    def _set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        with _refusals():
+            ops = [
+                models.SetPayloadOperation(set_payload=models.SetPayload(payload=pl, points=[qdrant_id(pid)]))
+                for pid, pl in items
+            ]
+            self._call(self.client.batch_update_points, name, ops, wait=True)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if ids:

@@ -9,17 +9,20 @@ processes; run a Qdrant server for concurrent writers.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
-from indexer.errors import InvalidQueryError, NotFoundError, StorageError
+from indexer.errors import InvalidQueryError, NotFoundError, PointRefusedError, StorageError, StoreBusyError
 from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
@@ -34,6 +37,7 @@ from indexer.store.base import (
 from indexer.store.edge_filters import to_edge_filter
 
 _META = "inforank-vectors.json"
+_OWNER = ".inforank-owner"
 
 
 def _pid(s: str) -> int | uuid.UUID:
@@ -65,12 +69,47 @@ def _formula(blend: Blend, lift: qe.Filter | None = None) -> qe.Formula:
     return qe.Formula(E.Sum(terms), defaults=defaults)
 
 
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Converting a point to Edge's types fails on values Qdrant cannot hold (NaN in a payload,
+    a lone surrogate, an integer beyond 64 bits): a refusal of that point, not a storage fault."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        raise PointRefusedError(f"Qdrant cannot take this point: {' '.join(str(exc).split())}") from exc
+
+
 class EdgeStore(VectorStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.RLock()
+        self._owner: Any = None  # the directory lock file, held from the first shard opened on
+
+    def _take_directory(self) -> None:
+        """Edge shards are single-process. Hold an advisory lock on the directory (with our pid
+        in it) before opening any, so a second process learns at once, before it writes
+        anything anywhere, that the store is busy and who holds it."""
+        if self._owner is not None:
+            return
+        f = open(self.root / _OWNER, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StoreBusyError(
+                f"The embedded store {self.root} is in use by another process (pid {holder}), e.g. a running "
+                "`inforank serve`. Send the request to that service (set INFORANK_URL), stop it, or point "
+                "INFORANK_DATA_DIR elsewhere. Nothing was written."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._owner = f
 
     def _path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -83,6 +122,7 @@ class EdgeStore(VectorStore):
             if s is None:
                 if not self.exists(name):
                     raise NotFoundError(f"Qdrant Edge collection {name!r} does not exist.")
+                self._take_directory()
                 try:
                     s = qe.EdgeShard.load(str(self._path(name)))
                 except Exception as exc:
@@ -107,6 +147,7 @@ class EdgeStore(VectorStore):
             vectors={k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine) for k, v in vectors.items()}
         )
         with self._lock:
+            self._take_directory()
             if path.exists():
                 shutil.rmtree(path)  # an unfinished create: no metadata file was written
             try:
@@ -136,14 +177,19 @@ class EdgeStore(VectorStore):
                 s.close()
             shutil.rmtree(self._path(name), ignore_errors=True)
 
-    def upsert(self, name: str, points: Sequence[StorePoint]) -> None:
-        if points:
+    def _upsert(self, name: str, points: Sequence[StorePoint]) -> None:
+        with _refusals():
             pts = [qe.Point(_pid(p.id), dict(p.vectors), p.payload) for p in points]
-            self._update(name, qe.UpdateOperation.upsert_points(pts))
+        self._update(name, qe.UpdateOperation.upsert_points(pts))
 
-    def set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        for pid, payload in items:
-            self._update(name, qe.UpdateOperation.set_payload([_pid(pid)], payload))
+    def _set_payload(self, name: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        with _refusals():
+            ops = [qe.UpdateOperation.set_payload([_pid(pid)], payload) for pid, payload in items]
+        for op in ops:
+            self._update(name, op)
+
+    def claim(self, name: str) -> None:
+        self._shard(name)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if ids:
@@ -206,3 +252,6 @@ class EdgeStore(VectorStore):
             for s in self._shards.values():
                 s.close()
             self._shards.clear()
+            if self._owner is not None:
+                self._owner.close()  # releases the lock
+                self._owner = None
