@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,6 +86,14 @@ class SearchResponse:
 
 
 def validate(o: SearchOptions) -> None:
+    for name in ("k", "depth"):
+        if isinstance(getattr(o, name), bool) or not isinstance(getattr(o, name), int):
+            raise InvalidQueryError(f"{name} must be an integer, got {getattr(o, name)!r}.")
+    for name in ("min_info_gain", "max_info_gain", "min_conformity", "max_conformity", "exclude_bottom_info_gain_pct"):
+        v = getattr(o, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+            raise InvalidQueryError(f"{name} must be a finite number, got {v!r}.")
+    o.payload_filter = check_filter(o.payload_filter)
     if not 1 <= o.k <= MAX_K:
         raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {o.k}.")
     if o.modality not in (*MODALITIES, "all"):
@@ -99,6 +107,41 @@ def validate(o: SearchOptions) -> None:
         w = getattr(o, name)
         if not np.isfinite(w) or abs(w) > MAX_WEIGHT:
             raise InvalidQueryError(f"{name} must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+
+
+def check_filter(f: Any) -> dict[str, Any] | None:
+    """A user's payload filter, checked against the schema qdrant-client ships (the one a Qdrant
+    server applies) and returned in its canonical form, or an :class:`InvalidQueryError`."""
+    if f is None:
+        return None
+    if not isinstance(f, dict):
+        raise InvalidQueryError("The payload filter must be a JSON object in Qdrant's filter syntax (must/should/must_not).")
+    from pydantic import ValidationError
+    from qdrant_client import models
+
+    try:
+        out = models.Filter.model_validate(f).model_dump(mode="json", by_alias=True, exclude_none=True)
+    except ValidationError as exc:
+        errs = exc.errors()
+        first = max(errs, key=lambda e: len(e.get("loc", ())))  # the deepest names the bad value
+        where = ".".join(str(x) for x in first.get("loc", ()) if "[" not in str(x))
+        raise InvalidQueryError(
+            f"The payload filter is not a valid Qdrant filter: {where or 'filter'}: {first.get('msg')} "
+            f"(input {first.get('input')!r:.80}). See https://qdrant.tech/documentation/concepts/filtering/."
+        ) from None
+    if not _all_finite(out):
+        raise InvalidQueryError("The payload filter holds a NaN or infinite number.")
+    return cast(dict[str, Any], out)
+
+
+def _all_finite(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, dict):
+        return all(_all_finite(x) for x in v.values())
+    if isinstance(v, list):
+        return all(_all_finite(x) for x in v)
+    return True
 
 
 #: the score distribution is re-read when the modality's count moved by this fraction …

@@ -8,6 +8,7 @@ still reported as JSON. With an API key configured, every route but ``/health`` 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import threading
 import time
@@ -19,14 +20,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import errors
+from indexer.collections import MAX_DIM
 from indexer.api import Indexer
 from indexer.items import Item
 from retrieval import align as align_lib
 from retrieval.search import MAX_K, Searcher, SearchOptions
+
+log = logging.getLogger("inforank.service")
 
 STATUS = {
     errors.InvalidInputError: 400,
@@ -47,8 +52,15 @@ class Limits:
     max_concurrent_searches: int = field(default_factory=lambda: os.cpu_count() or 2)
 
 
-class ItemIn(BaseModel):
-    id: str | int | None = None
+class _Strict(BaseModel):
+    """Request bodies: exact JSON types (``true`` and ``1.0`` are not the id 1) and no unknown
+    fields (a misspelt option is refused with its name instead of silently doing nothing)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ItemIn(_Strict):
+    id: StrictStr | StrictInt | None = None
     image: list[float] | None = None
     text: list[float] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -60,7 +72,7 @@ class ItemIn(BaseModel):
     )
 
 
-class IngestIn(BaseModel):
+class IngestIn(_Strict):
     items: list[ItemIn]
     model: str | None = Field(
         default=None,
@@ -70,20 +82,20 @@ class IngestIn(BaseModel):
     pretrained: str = ""
 
 
-class CollectionIn(BaseModel):
+class CollectionIn(_Strict):
     name: str
-    dim: int = Field(ge=2, le=65536)
+    dim: int = Field(ge=2, le=MAX_DIM)
     model: str = "external"
     pretrained: str = ""
-    tau: float = Field(default=1.0, gt=0)
-    min_count: int = Field(default=32, ge=1)
+    tau: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    min_count: int = Field(default=32, ge=2)
 
 
-class DeleteIn(BaseModel):
-    ids: list[str | int] = Field(min_length=1)
+class DeleteIn(_Strict):
+    ids: list[StrictStr | StrictInt] = Field(min_length=1)
 
 
-class SearchIn(BaseModel):
+class SearchIn(_Strict):
     vector: list[float]
     query_modality: Literal["text", "image"] = "text"
     k: int = 10
@@ -101,14 +113,16 @@ class SearchIn(BaseModel):
     calibrate: bool = True
 
 
-class AlignIn(BaseModel):
+class AlignIn(_Strict):
     method: Literal["procrustes", "lstsq"] = "procrustes"
     force: bool = False
 
 
 def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
     lim = limits or Limits()
-    app = FastAPI(title="inforank", version="0.1.0", description=__doc__)
+    # max_body_size: FastAPI counts the bytes as they arrive, so a chunked body without a
+    # Content-Length is held to the limit too (413)
+    app = FastAPI(title="inforank", version="0.1.0", description=__doc__, max_body_size=lim.max_body_bytes)
     searcher = Searcher(ix)
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
     reg = CollectorRegistry()
@@ -122,15 +136,14 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         route = request.url.path
         if api_key and route != "/health" and not _authorised(request, api_key):
             resp: Response = JSONResponse({"error": "unauthorized", "detail": "Send the API key as X-API-Key."}, 401)
-        elif int(request.headers.get("content-length") or 0) > lim.max_body_bytes:
-            resp = JSONResponse(
-                {"error": "too_large", "detail": f"Request bodies are limited to {lim.max_body_bytes} bytes."}, 413
-            )
         else:
             try:
                 resp = await call_next(request)
-            except Exception as exc:  # never a bare 500 page
-                resp = JSONResponse({"error": "internal", "detail": f"{exc.__class__.__name__}: {exc}"}, 500)
+            except Exception:  # never a bare 500 page, and never internals in it
+                log.exception("unexpected error on %s %s", request.method, route)
+                resp = JSONResponse(
+                    {"error": "internal", "detail": "An unexpected error occurred; the service logged it."}, 500
+                )
         tmpl = getattr(request.scope.get("route"), "path", route)
         latency.labels(tmpl, request.method, str(resp.status_code)).observe(time.perf_counter() - start)
         return resp
@@ -139,6 +152,11 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     async def _lib_error(_r: Request, exc: errors.InforankError) -> JSONResponse:
         code = next((c for k, c in STATUS.items() if isinstance(exc, k)), 500)
         return JSONResponse({"error": exc.__class__.__name__, "detail": str(exc)}, code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": kind, "detail": exc.detail}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_r: Request, exc: RequestValidationError) -> JSONResponse:

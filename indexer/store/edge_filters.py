@@ -12,6 +12,15 @@ _RANGE_KEYS = {"gte", "gt", "lte", "lt"}
 
 
 def to_edge_filter(f: dict[str, Any] | None) -> qe.Filter | None:
+    try:
+        return _filter(f)
+    except InvalidQueryError:
+        raise
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:  # a value Edge's types cannot take
+        raise InvalidQueryError(f"The embedded Qdrant Edge cannot apply this filter: {exc}") from exc
+
+
+def _filter(f: dict[str, Any] | None) -> qe.Filter | None:
     if not f:
         return None
     if not isinstance(f, dict):
@@ -33,7 +42,7 @@ def _condition(c: Any) -> Any:
     if not isinstance(c, dict):
         raise InvalidQueryError(f"A filter condition must be an object, got {c!r}.")
     if {"must", "should", "must_not"} & set(c):
-        return to_edge_filter(c)
+        return _filter(c)
     if "has_id" in c:
         return qe.HasIdCondition(set(c["has_id"]))
     if "has_vector" in c:
