@@ -38,7 +38,9 @@ class RescoreReport:
 
 
 def _quarantined(p: Pushed) -> list[writer.Rejection]:
-    return [writer.Rejection(None, json.loads(k), f"Qdrant refused the point: {why}") for k, why in p.quarantined.items()]
+    return [
+        writer.Rejection(None, json.loads(k), f"Qdrant refused the point: {why}") for k, why in p.quarantined.items()
+    ]
 
 
 class Indexer:

@@ -6,6 +6,7 @@ malformed line never loses the rest of the file.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +26,8 @@ def read_vectors(path: Path, modality: str, ids: list[Any] | None = None) -> Ite
     if not path.exists():
         raise InvalidInputError(f"{path} does not exist.")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        yield from _rows(_load_npy(path), ids, modality)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "vectors" not in z and len(z.files) < 1:
-                raise InvalidInputError(f"{path} holds no arrays.")
-            vecs = z["vectors"] if "vectors" in z else z[next(f for f in z.files if f != "ids")]
-            file_ids = z["ids"].tolist() if "ids" in z else None
+    if suffix in (".npy", ".npz"):
+        vecs, file_ids = load_arrays(path)
         yield from _rows(vecs, ids or file_ids, modality)
     elif suffix == ".parquet":
         yield from _parquet(path, modality)
@@ -42,11 +37,35 @@ def read_vectors(path: Path, modality: str, ids: list[Any] | None = None) -> Ite
         raise InvalidInputError(f"Unsupported vector file {path.name}: use .npy, .npz, .parquet or .jsonl.")
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_arrays(path: Path) -> tuple[np.ndarray, list[Any] | None]:
+    """Vectors (and ids, from an .npz's ``ids`` array) of a .npy/.npz file; every way the file
+    can be unusable (empty, truncated, not numeric, pickled objects) is an InvalidInputError."""
+    path = Path(path)
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise InvalidInputError(f"{path} is not a readable .npy array: {exc}") from exc
+        data = path.read_bytes()  # whole: works for pipes and process substitution as well
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if not data:
+        raise InvalidInputError(f"{path} is empty (0 bytes): expected a .npy or .npz array file.")
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as z:
+                names = [f for f in z.files if f != "ids"]
+                if "vectors" not in z.files and not names:
+                    raise InvalidInputError(f"{path} holds no vector array (name it 'vectors').")
+                vecs = z["vectors"] if "vectors" in z.files else z[names[0]]
+                ids = z["ids"].tolist() if "ids" in z.files else None
+        else:
+            vecs, ids = loaded, None
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # numpy/zipfile raise many kinds for a damaged file
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InvalidInputError(f"{path} is not a readable .npy/.npz array ({why}).") from None
+    if not np.issubdtype(vecs.dtype, np.number) or np.issubdtype(vecs.dtype, np.complexfloating):
+        raise InvalidInputError(f"{path} holds {vecs.dtype} values, not real numbers.")
+    return vecs, ids
 
 
 def _rows(vecs: np.ndarray, ids: list[Any] | None, modality: str) -> Iterator[Read]:
@@ -63,9 +82,15 @@ def _id(v: Any) -> Any:
 
 
 def _parquet(path: Path, modality: str) -> Iterator[Read]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInputError(
+            f"{path} is not a readable parquet file ({' '.join(str(exc).split())[:200]})."
+        ) from None
     cols = table.column_names
     if "vector" not in cols:
         raise InvalidInputError(f"{path} needs a 'vector' column (and optionally 'id').")
@@ -96,23 +121,37 @@ def _jsonl_vectors(path: Path, modality: str) -> Iterator[Read]:
         yield Item({modality: vec}, id=rec.get("id"), metadata=rec.get("metadata") or {})
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f):
-            if not line.strip():
-                continue
+def _lines(path: Path) -> Iterator[tuple[int, str | Rejection]]:
+    """Lines of a text file, each decoded on its own: one line that is not UTF-8 is rejected
+    with its number and the others are still read."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    with f:
+        for lineno, raw in enumerate(f):
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield (
-                    lineno,
-                    Rejection(lineno, None, f"line {lineno + 1}: malformed JSON ({exc.msg})"),
-                )
-                continue
-            if not isinstance(rec, dict):
-                yield lineno, Rejection(lineno, None, f"line {lineno + 1}: expected a JSON object")
-                continue
-            yield lineno, rec
+                yield lineno, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield lineno, Rejection(lineno, None, f"line {lineno + 1}: not UTF-8 text")
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    for lineno, line in _lines(path):
+        if isinstance(line, Rejection):
+            yield lineno, line
+            continue
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield lineno, Rejection(lineno, None, f"line {lineno + 1}: malformed JSON ({exc.msg})")
+            continue
+        if not isinstance(rec, dict):
+            yield lineno, Rejection(lineno, None, f"line {lineno + 1}: expected a JSON object")
+            continue
+        yield lineno, rec
 
 
 def read_texts(path: Path) -> Iterator[tuple[int, Any, str, dict[str, Any]] | Rejection]:
@@ -132,11 +171,10 @@ def read_texts(path: Path) -> Iterator[tuple[int, Any, str, dict[str, Any]] | Re
             meta = rec.get("metadata") or {k: v for k, v in rec.items() if k not in ("id", "text")}
             yield lineno, rec.get("id"), text, meta
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f):
-            text = line.rstrip("\n")
-            if not text.strip():
-                continue
+    for lineno, text in _lines(path):
+        if isinstance(text, Rejection):
+            yield text
+        elif text.strip():
             yield lineno, None, text, {}
 
 

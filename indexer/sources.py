@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from indexer.errors import InvalidItemError
+from indexer.errors import InvalidInputError, InvalidItemError
 from indexer.items import Item, content_hash
 from indexer.readers import find_images, read_texts, read_vectors, text_hash
 from indexer.writer import Rejection
@@ -35,7 +35,13 @@ class Encoder(Protocol):
 def vector_items(path: Path, modality: str, ids_file: Path | None = None) -> Iterator[Read]:
     ids = None
     if ids_file is not None:
-        ids = [ln.strip() for ln in Path(ids_file).read_text().splitlines() if ln.strip()]
+        try:
+            text = Path(ids_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(
+                f"Cannot read the ids file {ids_file}: {getattr(exc, 'strerror', None) or exc}."
+            ) from None
+        ids = [ln.strip() for ln in text.splitlines() if ln.strip()]
     yield from read_vectors(path, modality, ids)
 
 

@@ -130,6 +130,8 @@ def _send(s: Session, store: VectorStore, c: Collection, live: list[tuple[Any, l
     else:
         refused = store.upsert(c.qdrant_collection, [store_point(p, vs, c.vector_names) for p, vs in live])
     _mark_clean(s, c, [p.item_key for p, _ in live if p.point_id not in refused])
+    if refused:  # an older copy in Qdrant no longer says what the database does: take it out
+        _remove(store, c, sorted(refused))
     for p, _ in live:
         if p.point_id in refused:
             s.execute(
@@ -151,6 +153,13 @@ def _mark_clean(s: Session, c: Collection, keys: list[str]) -> None:
         )
 
 
+def _remove(store: VectorStore, c: Collection, ids: list[str]) -> None:
+    if c.attached:  # the point is the user's: remove only what inforank wrote
+        store.delete_payload(c.qdrant_collection, ids, sorted(OWNED_FIELDS))
+    else:
+        store.delete(c.qdrant_collection, ids)
+
+
 def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> Pushed:
     gone = [p for p in pts if p.deleted]
     live = [p for p in pts if not p.deleted]
@@ -163,12 +172,8 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> Push
             vecs[v.item_key].append(v)
     done = _send(s, store, c, [(p, vecs[p.item_key]) for p in live])
     if gone:
-        gone_ids = [p.point_id for p in gone]
         gone_keys = [p.item_key for p in gone]
-        if c.attached:  # the point is the user's: remove only what inforank wrote
-            store.delete_payload(c.qdrant_collection, gone_ids, sorted(OWNED_FIELDS))
-        else:
-            store.delete(c.qdrant_collection, gone_ids)
+        _remove(store, c, [p.point_id for p in gone])
         for start in range(0, len(gone_keys), 500):
             s.execute(
                 delete(PointRow).where(

@@ -81,11 +81,12 @@ def safe_norms(rows: NDArray[np.floating]) -> NDArray[np.float64]:
 
 
 def _pow2_scale(a: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Per row, the power of two nearest above its largest component (1 for a zero row):
-    dividing by it is exact, so scaled results equal unscaled ones wherever those are finite."""
+    """Per row, the power of two at or just below its largest component (1 for a zero row):
+    dividing by it is exact, so scaled results equal unscaled ones wherever those are finite,
+    and it never overflows (the largest finite double is below 2**1024)."""
     top = np.max(np.abs(a), axis=1, keepdims=True) if a.size else np.zeros((len(a), 1))
-    _, exp = np.frexp(top)
-    return np.where(top > 0, np.ldexp(1.0, exp), 1.0)
+    _, exp = np.frexp(top)  # top = f · 2**exp with 0.5 <= f < 1
+    return np.where(top > 0, np.ldexp(1.0, exp - 1), 1.0)
 
 
 def normalise(rows: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -54,7 +54,15 @@ class Rejection:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "id": self.id, "reason": self.reason}
+        return {"index": self.index, "id": printable_id(self.id), "reason": self.reason}
+
+
+def printable_id(uid: Any) -> Any:
+    """The id as given, except where it cannot be printed or sent as JSON (a lone surrogate):
+    then with the offending characters escaped, so a report about a bad id can itself be sent."""
+    if isinstance(uid, str):
+        return uid.encode("utf-8", "backslashreplace").decode("utf-8")
+    return uid if uid is None or isinstance(uid, str | int | float | bool) else repr(uid)
 
 
 @dataclass
@@ -139,7 +147,9 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
                 if (i, m) in problems:
                     raise InvalidItemError(problems[(i, m)])
             meta = check_metadata(it.metadata or {})
-            hashes = {m: check_hash(m, it.hashes[m]) if it.hashes.get(m) else vector_hash(it.vectors[m]) for m in it.vectors}
+            hashes = {
+                m: check_hash(m, it.hashes[m]) if it.hashes.get(m) else vector_hash(it.vectors[m]) for m in it.vectors
+            }
             sources = {m: check_source(m, s) for m, s in it.sources.items() if m in it.vectors and s is not None}
             uid = check_user_id(it.id) if it.id is not None else derived_id(c.model_identity, hashes)
             key = item_key(uid)

@@ -94,7 +94,7 @@ def search(
             fail(errors.InvalidQueryError("In remote mode (INFORANK_URL) query with --vector."))
         body = {k: v for k, v in _search_options(locals()).__dict__.items() if k != "payload_filter"}
         with _client(remote) as cl:
-            res = cl.search(collection, np.load(vector, allow_pickle=False), filter=flt, **body)
+            res = cl.search(collection, _query_vector(vector), filter=flt, **body)
         emit(
             {"results": [h.__dict__ for h in res.hits], "note": res.note, "applied": res.applied}, as_json, _search_text
         )
@@ -103,7 +103,7 @@ def search(
         c = ix.collection(collection)
         qmod = vector_modality
         if vector is not None:
-            q = np.load(vector, allow_pickle=False)
+            q = _query_vector(vector)
         else:
             from indexer.encoders import ClipEncoder
 
@@ -197,6 +197,21 @@ def _stats_text(d: dict[str, Any]) -> str:
     if "gap" in d:
         out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
     return "\n".join(out)
+
+
+def _query_vector(path: Path) -> np.ndarray:
+    """The query vector of a .npy (1-D, or one row); a file that is not one is a one-line error."""
+    from indexer.readers import load_arrays
+
+    try:
+        q, _ = load_arrays(path)
+    except errors.InforankError as exc:
+        fail(exc)
+    if q.ndim == 2 and q.shape[0] == 1:
+        q = q[0]
+    if q.ndim != 1:
+        fail(errors.InvalidQueryError(f"{path} holds an array of shape {q.shape}: the query must be one 1-D vector."))
+    return q
 
 
 @contextmanager

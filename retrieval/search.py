@@ -115,7 +115,9 @@ def check_filter(f: Any) -> dict[str, Any] | None:
     if f is None:
         return None
     if not isinstance(f, dict):
-        raise InvalidQueryError("The payload filter must be a JSON object in Qdrant's filter syntax (must/should/must_not).")
+        raise InvalidQueryError(
+            "The payload filter must be a JSON object in Qdrant's filter syntax (must/should/must_not)."
+        )
     from pydantic import ValidationError
     from qdrant_client import models
 

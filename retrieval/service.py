@@ -25,8 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import errors
-from indexer.collections import MAX_DIM
 from indexer.api import Indexer
+from indexer.collections import MAX_DIM
 from indexer.items import Item
 from retrieval import align as align_lib
 from retrieval.search import MAX_K, Searcher, SearchOptions
