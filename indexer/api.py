@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import func, select
@@ -26,6 +28,8 @@ from indexer.sync import Pushed, push_fresh, sync_dirty
 from indexer.writer import BatchReport
 
 DEFAULT_BATCH = 1024
+log = logging.getLogger("inforank")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -43,6 +47,28 @@ def _quarantined(p: Pushed) -> list[writer.Rejection]:
     ]
 
 
+def storage_error(what: str, exc: SQLAlchemyError) -> StorageError:
+    """A database failure as a client may see it: the driver's one-line reason, never the SQL
+    statement or its parameters (which carry the caller's data); the full error is logged."""
+    log.warning("%s: %s", what, exc)
+    orig = getattr(exc, "orig", None) or exc
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+    return StorageError(f"{what} ({type(orig).__name__}: {reason}). Retry; if it persists, check the database.")
+
+
+def _db(fn: F) -> F:
+    """Database errors of a library call become :class:`StorageError` (see :func:`storage_error`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except SQLAlchemyError as exc:
+            raise storage_error(f"The database failed during {fn.__name__}", exc) from exc
+
+    return cast(F, wrapper)
+
+
 class Indexer:
     """Owns a database engine and a vector store; every write goes through here.
 
@@ -57,7 +83,7 @@ class Indexer:
                 upgrade(database_url)
             self.engine = make_engine(database_url)
         except SQLAlchemyError as exc:
-            raise StorageError(f"Cannot open the database {database_url!r}: {exc}") from exc
+            raise storage_error("Cannot open the database", exc) from exc
         self.sessions = session_factory(self.engine)
         self.store: VectorStore = open_store(qdrant)
         self.cache = StatsCache()
@@ -73,6 +99,7 @@ class Indexer:
         self.close()
 
     # ---- collections -------------------------------------------------------------------
+    @_db
     def create_collection(
         self,
         name: str,
@@ -108,15 +135,18 @@ class Indexer:
             self.store.create(name, {m: dim for m in names}, SCORE_FIELDS)
         return c
 
+    @_db
     def collection(self, name: str) -> Collection:
         with self.sessions() as s:
             return catalog.get(s, name)
 
+    @_db
     def collections(self) -> list[Collection]:
         with self.sessions() as s:
             rows = s.execute(select(CollectionRow).order_by(CollectionRow.name)).scalars()
             return [Collection.of(r) for r in rows]
 
+    @_db
     def drop_collection(self, name: str) -> None:
         c = self.collection(name)
         if not c.attached:
@@ -125,6 +155,7 @@ class Indexer:
             s.delete(s.get(CollectionRow, c.id))
 
     # ---- writes ------------------------------------------------------------------------
+    @_db
     def add(
         self,
         name: str,
@@ -168,7 +199,7 @@ class Indexer:
             with self.sessions.begin() as s:
                 report, new, outbox = writer.write(s, self.cache, c, items, offset)
         except SQLAlchemyError as exc:
-            raise StorageError(f"The database failed while writing a batch: {exc}") from exc
+            raise storage_error("The database failed while writing a batch", exc) from exc
         for m, (v, mom) in new.items():
             self.cache.put(c.id, m, v, mom)
         pushed = push_fresh(self.sessions, self.store, c, outbox.fresh)
@@ -183,6 +214,7 @@ class Indexer:
         self.store.claim(c.qdrant_collection)
         return sync_dirty(self.sessions, self.store, c)
 
+    @_db
     def delete(self, name: str, ids: Sequence[UserId]) -> dict[str, Any]:
         c = self.collection(name)
         replay = self._replay(c)
@@ -193,6 +225,7 @@ class Indexer:
         sync_dirty(self.sessions, self.store, c)
         return {"deleted": deleted, "missing": missing, "replayed": replay.pushed}
 
+    @_db
     def sync(self, name: str) -> int:
         """Push points a crash left unsynced; returns how many (refused ones are quarantined:
         see :meth:`quarantined`)."""
@@ -200,6 +233,7 @@ class Indexer:
         self.store.claim(c.qdrant_collection)
         return sync_dirty(self.sessions, self.store, c).pushed
 
+    @_db
     def quarantined(self, name: str, limit: int = 20) -> dict[str, Any]:
         """Points Qdrant refused: how many, and the first ``limit`` with their reasons. Delete
         them, or ingest the item again with corrected data, to clear them."""
@@ -213,11 +247,13 @@ class Indexer:
         return {"count": n, "items": [{"id": u, "reason": r} for u, r in rows]}
 
     # ---- statistics --------------------------------------------------------------------
+    @_db
     def moments(self, name: str, modality: str, kind: str = "current") -> tuple[int, Moments]:
         c = self.collection(name)
         with self.sessions() as s:
             return self.cache.get(s, c.id, modality, c.dim, kind)
 
+    @_db
     def vectors(
         self, name: str, modality: str, keys: Sequence[str] | None = None
     ) -> tuple[list[Any], np.ndarray, np.ndarray]:
@@ -242,6 +278,7 @@ class Indexer:
         unit = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
         return ids, unit, np.array([r[2] for r in rows])
 
+    @_db
     def scores(self, name: str, modality: str) -> dict[str, np.ndarray]:
         """Stored scores of one modality (NaN where pending), with ids, for reports."""
         c = self.collection(name)
@@ -272,6 +309,7 @@ class Indexer:
             "meta": np.array([r[5] or {} for r in rows], dtype=object),
         }
 
+    @_db
     def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:
         """Per modality: count, mean norm, version, drift, diagnostics; and the gap."""
         c = self.collection(name)
@@ -320,6 +358,7 @@ class Indexer:
         out["quarantined"] = self.quarantined(name)
         return out
 
+    @_db
     def rescore(
         self,
         name: str,
@@ -385,6 +424,7 @@ class Indexer:
             _, base = self.cache.get(s, c.id, m, c.dim, BASELINE)
         return drift(now, base)
 
+    @_db
     def item(self, name: str, user_id: UserId) -> dict[str, Any] | None:
         """The stored point of one item, as Qdrant has it."""
         c = self.collection(name)

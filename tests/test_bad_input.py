@@ -384,3 +384,27 @@ def test_send_each_narrows_a_refusal_down_to_the_bad_items():
     assert refused == {"13": "refused [13]", "77": "refused [77]"}
     assert sorted(x for b in sent for x in b) == [i for i in range(100) if i not in (13, 77)]
     assert calls <= 2 * 2 * 7 + 1  # about log2(n) requests per bad item, not n
+
+
+@pytest.mark.postgres
+def test_a_database_failure_never_shows_sql_or_parameters(pg_url: str, tmp_path: Path):
+    import psycopg
+
+    from indexer.errors import StorageError
+
+    ix = Indexer(pg_url, QdrantLocation(edge_path=str(tmp_path / "e")))
+    try:
+        ix.create_collection("c", dim=D)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # the database loses a table under us
+            conn.execute("ALTER TABLE item_vectors RENAME TO item_vectors_gone")
+        secret = Item({"image": np.array([1.0, 2, 3, 4])}, id="secret-id-7", metadata={"token": "s3cr3t"})
+        with pytest.raises(StorageError) as err:
+            ix.add("c", [secret])
+        msg = str(err.value)
+        assert "UndefinedTable" in msg and "Retry" in msg
+        assert "SELECT" not in msg and "secret-id-7" not in msg and "s3cr3t" not in msg and "[SQL" not in msg
+        with pytest.raises(StorageError) as err:
+            ix.stats("c")
+        assert "SELECT" not in str(err.value)
+    finally:
+        ix.close()
