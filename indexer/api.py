@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -15,16 +16,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import collections as catalog
 from indexer import diagnostics, writer
+from indexer import freshness as fresh_lib
 from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, session_factory, upgrade
-from indexer.db.models import CollectionRow, PointRow, VectorRow
+from indexer.db.models import CollectionRow, FreshnessRow, PointRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
 from indexer.errors import ConflictError, StorageError
-from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key
+from indexer.freshness import ZERO, Shift, Tolerance
+from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key, other_modality
 from indexer.moments import Moments
 from indexer.scoring import drift
 from indexer.store import QdrantLocation, VectorStore, open_store
-from indexer.sync import Pushed, push_fresh, sync_dirty
+from indexer.sync import Pushed, push_fresh, push_scores, sync_dirty
 from indexer.writer import BatchReport
 
 DEFAULT_BATCH = 1024
@@ -34,7 +37,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class RescoreReport:
-    drift: dict[str, float | None]
+    """What a rescore did: ``checked`` rows compared with their scores under the baseline
+    statistics (``stats_version``), ``rescored`` of them rewritten (payload only; the others
+    moved less than half the tolerance), or ``skipped`` because every bound was within tolerance."""
+
+    freshness: dict[str, dict[str, Any]]
+    checked: int = 0
     rescored: int = 0
     skipped: bool = False
     stats_version: int = 0
@@ -45,6 +53,15 @@ def _quarantined(p: Pushed) -> list[writer.Rejection]:
     return [
         writer.Rejection(None, json.loads(k), f"Qdrant refused the point: {why}") for k, why in p.quarantined.items()
     ]
+
+
+def _new_freshness(s: Any, cid: int, m: str, version: int) -> FreshnessRow:
+    f = FreshnessRow(collection_id=cid, modality=m, baseline_version=version, version=version)
+    f.spread_conformity = f.spread_info_gain = f.pending_conformity = f.pending_info_gain = 0.0
+    f.bound_conformity = f.bound_info_gain = f.tol_info_gain_abs = 0.0
+    f.changes = f.rescored_items = 0
+    s.add(f)
+    return f
 
 
 def storage_error(what: str, exc: SQLAlchemyError) -> StorageError:
@@ -75,9 +92,24 @@ class Indexer:
     >>> ix = Indexer("sqlite:///data/inforank.sqlite", QdrantLocation(edge_path="data/qdrant"))
     """
 
-    def __init__(self, database_url: str, qdrant: QdrantLocation, *, migrate: bool = True):
+    #: collections up to this many items are rescored inside the write that makes it due
+    RESCORE_INLINE_LIMIT = 20_000
+
+    def __init__(
+        self,
+        database_url: str,
+        qdrant: QdrantLocation,
+        *,
+        migrate: bool = True,
+        rescore_inline_limit: int = RESCORE_INLINE_LIMIT,
+        fresh_below: int = fresh_lib.FRESH_BELOW,
+        auto_rescore: bool = True,
+    ):
         self.database_url = database_url
         self.location = qdrant
+        self.rescore_inline_limit = rescore_inline_limit
+        self.fresh_below = fresh_below
+        self.auto_rescore = auto_rescore
         try:
             if migrate:
                 upgrade(database_url)
@@ -206,7 +238,23 @@ class Indexer:
         if outbox.others or pushed.pushed + len(pushed.quarantined) < len(outbox.fresh):
             pushed += sync_dirty(self.sessions, self.store, c)
         report.quarantined = _quarantined(pushed)
+        if report.ingested:
+            report.rescored, report.rescore_due = self._keep_fresh(c.name)
         return report
+
+    def _keep_fresh(self, name: str) -> tuple[int, bool]:
+        """After a write: when the freshness policy says a rescore is due, run it here for a
+        collection of at most ``rescore_inline_limit`` items, or report it due (the service
+        runs it in the background, ``inforank rescore --watch`` beside an embedded store).
+        Returns (scores rewritten here, still due)."""
+        if not self.auto_rescore or not self.rescore_due(name):
+            return 0, False
+        c = self.collection(name)
+        with self.sessions() as s:
+            n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
+        if n > self.rescore_inline_limit:
+            return 0, True
+        return self.rescore(name).rescored, False
 
     def _replay(self, c: Collection) -> Pushed:
         """Every write starts here: take the store (so a busy embedded store is found before the
@@ -223,7 +271,14 @@ class Indexer:
         for m, (v, mom) in new.items():
             self.cache.put(c.id, m, v, mom)
         sync_dirty(self.sessions, self.store, c)
-        return {"deleted": deleted, "missing": missing, "replayed": replay.pushed}
+        rescored, due = self._keep_fresh(name) if deleted else (0, False)
+        return {
+            "deleted": deleted,
+            "missing": missing,
+            "replayed": replay.pushed,
+            "rescored": rescored,
+            "rescore_due": due,
+        }
 
     @_db
     def sync(self, name: str) -> int:
@@ -363,66 +418,180 @@ class Indexer:
         self,
         name: str,
         *,
-        threshold: float = 0.05,
         all: bool = False,
         batch_size: int = 2048,
         progress: Callable[[int], None] | None = None,
     ) -> RescoreReport:
-        """Recompute stored scores with the current statistics when they drifted.
+        """Bring every stored score within its tolerance of the current statistics.
 
-        Resumable: rows already scored at the target version are skipped, so an interrupted
-        rescore picks up where it stopped. The drift baseline moves to the target version
-        at the end.
+        Skipped when every modality's bound is already within tolerance (``all`` rescores
+        anyway). A pass takes the statistics of one version as its baseline and checks every row
+        against them in batches, rewriting only scores that moved more than half the tolerance,
+        as a payload update (no vector is re-sent). Resumable: rows checked at the baseline are
+        not read again, and a rerun continues an interrupted pass. Writers may run meanwhile.
         """
         c = self.collection(name)
-        drifts = {m: self._drift(c, m) for m in c.modalities}
-        due = all or any(d is None or d > threshold for d in drifts.values())
-        rep = RescoreReport(drifts, stats_version=c.stats_version)
-        if not due:
-            rep.replayed = self._replay(c).pushed
+        replayed = self._replay(c).pushed  # a crash after an earlier rescore's commit left these
+        fresh = self.freshness(name)
+        rep = RescoreReport(fresh, stats_version=c.stats_version, replayed=replayed)
+        if not all and not self._unfinished_pass(c) and not any(f["outside_tolerance"] for f in fresh.values()):
             rep.skipped = True
             return rep
-        rep.replayed = self._replay(c).pushed  # a crash after an earlier rescore's commit left these
-        target = c.stats_version
+        target, snapshot, skip = self._start_pass(c, restart=all)
+        rep.stats_version = target
         while True:
             with self.sessions.begin() as s:
-                row = lock_collection(s, c.id)
-                target = max(target, row.stats_version)
-                st = {m: self.cache.get(s, c.id, m, c.dim) for m in c.modalities}
-                # only modalities whose scores are computable now; the rest stay pending, and
-                # a batch full of them must not end the loop before computable rows are done
-                ready = [m for m in c.modalities if writer.computable(c, st, m)]
+                lock_collection(s, c.id)
                 rows = (
                     s.execute(
                         select(VectorRow)
                         .where(
                             VectorRow.collection_id == c.id,
-                            VectorRow.modality.in_(ready),
-                            (VectorRow.scores_version < row.stats_version) | VectorRow.scores_version.is_(None),
+                            VectorRow.checked_version.is_(None) | (VectorRow.checked_version < target),
                         )
-                        .order_by(VectorRow.item_key)
                         .limit(batch_size)
                     )
                     .scalars()
                     .all()
                 )
-                done = writer.rescore_rows(s, c, list(rows), st, row.stats_version)
-                if done == 0:
-                    for m, (v, mom) in st.items():
-                        write_moments(s, c.id, m, mom, v, kind=BASELINE)
+                if not rows:
+                    self._finish_pass(s, c, rep)
                     break
-            rep.rescored += done
+                changed = writer.rescore_rows(s, c, list(rows), snapshot, target, skip)
+                revisions = writer.mark_dirty(s, c.id, [r.item_key for r in changed])
+                scores = [(r.item_key, r.modality, r.conformity, r.info_gain, r.scores_version) for r in changed]
+            rep.checked += len(rows)
+            rep.rescored += len(changed)
+            if push_scores(self.sessions, self.store, c, scores, revisions).pushed < len(revisions):
+                sync_dirty(self.sessions, self.store, c)  # whatever the payload update left dirty
             if progress:
-                progress(done)
-            sync_dirty(self.sessions, self.store, c)
-        rep.stats_version = target
+                progress(len(rows))
+        rep.freshness = self.freshness(name)
         return rep
 
-    def _drift(self, c: Collection, m: str) -> float | None:
+    def _unfinished_pass(self, c: Collection, s: Any = None) -> bool:
+        """Whether some row is not checked against the baseline yet (an interrupted pass)."""
+        if s is None:
+            with self.sessions() as s2:
+                return self._unfinished_pass(c, s2)
+        b = s.execute(select(func.min(FreshnessRow.baseline_version)).where(FreshnessRow.collection_id == c.id))
+        base = b.scalar()
+        if base is None:
+            return False
+        q = select(VectorRow.item_key).where(
+            VectorRow.collection_id == c.id,
+            VectorRow.checked_version.is_(None) | (VectorRow.checked_version < base),
+        )
+        return s.execute(q.limit(1)).first() is not None
+
+    def _start_pass(self, c: Collection, restart: bool) -> tuple[int, dict[str, Moments], dict[str, Shift]]:
+        """The baseline of a pass: continue an unfinished one, or make the current statistics the
+        baseline of every modality (the bound of rows not checked yet becomes their pending)."""
+        with self.sessions.begin() as s:
+            row = lock_collection(s, c.id)
+            rows = {
+                f.modality: f
+                for f in s.execute(select(FreshnessRow).where(FreshnessRow.collection_id == c.id)).scalars()
+            }
+            bases = {f.baseline_version for f in rows.values()}
+            resume = not restart and len(bases) == 1 and self._unfinished_pass(c, s)
+            if resume:
+                target = bases.pop()
+                snap = {m: self.cache.get(s, c.id, m, c.dim, BASELINE)[1] for m in c.modalities}
+            else:
+                target = row.stats_version
+                snap = {m: self.cache.get(s, c.id, m, c.dim)[1] for m in c.modalities}
+                for m, mom in snap.items():
+                    write_moments(s, c.id, m, mom, target, kind=BASELINE)
+                    f = rows.get(m) or _new_freshness(s, c.id, m, target)
+                    # rows not checked yet are as far from these statistics as the bound says
+                    f.pending_conformity, f.pending_info_gain = f.bound_conformity, f.bound_info_gain
+                    f.baseline_version = target
+                    f.changes = 0
+                    tol = self._tolerance(c, snap, m)
+                    f.spread_conformity, f.spread_info_gain = tol.skip().conformity, tol.skip().info_gain
+                    writer.set_bound(f, c, snap, m, ZERO, target)
+            skip = {m: self._tolerance(c, snap, m).skip() for m in c.modalities}
+        return target, snap, skip
+
+    def _finish_pass(self, s: Any, c: Collection, rep: RescoreReport) -> None:
+        """Every row is checked against the baseline: nothing is pending any more."""
+        now = {m: self.cache.get(s, c.id, m, c.dim)[1] for m in c.modalities}
+        base = {m: self.cache.get(s, c.id, m, c.dim, BASELINE)[1] for m in c.modalities}
+        row = s.get(CollectionRow, c.id)
+        for f in s.execute(select(FreshnessRow).where(FreshnessRow.collection_id == c.id)).scalars():
+            if f.modality not in now:
+                continue
+            f.pending_conformity = f.pending_info_gain = 0.0
+            f.rescored_at = datetime.now(UTC)
+            f.rescored_items = rep.rescored
+            sh = fresh_lib.shift(base, now, f.modality, other_modality(f.modality), c.tau)
+            writer.set_bound(f, c, now, f.modality, sh, row.stats_version)
+
+    @staticmethod
+    def _tolerance(c: Collection, stats: dict[str, Moments], m: str) -> Tolerance:
+        other = stats.get(other_modality(m), Moments.empty(c.dim))
+        return Tolerance(c.tol_conformity, c.tol_info_gain * fresh_lib.mean_info_gain(stats[m], other, c.tau))
+
+    @_db
+    def freshness(self, name: str) -> dict[str, dict[str, Any]]:
+        """Per modality: how far any stored score can be from its current value (``bound``), the
+        tolerance, whether it holds, and the rescore state. A modality without a freshness row
+        (written before freshness was tracked) has an unknown bound."""
+        c = self.collection(name)
         with self.sessions() as s:
-            _, now = self.cache.get(s, c.id, m, c.dim)
-            _, base = self.cache.get(s, c.id, m, c.dim, BASELINE)
-        return drift(now, base)
+            rows = {
+                f.modality: f
+                for f in s.execute(select(FreshnessRow).where(FreshnessRow.collection_id == c.id)).scalars()
+            }
+            unchecked = (
+                dict(
+                    s.execute(
+                        select(VectorRow.modality, func.count())
+                        .where(
+                            VectorRow.collection_id == c.id,
+                            VectorRow.checked_version.is_(None)
+                            | (VectorRow.checked_version < min((f.baseline_version for f in rows.values()), default=0)),
+                        )
+                        .group_by(VectorRow.modality)
+                    ).all()
+                )
+                if rows
+                else {}
+            )
+        out: dict[str, dict[str, Any]] = {}
+        for m in c.modalities:
+            f = rows.get(m)
+            if f is None:
+                out[m] = {"bound": None, "outside_tolerance": False, "note": "no items yet"}
+                continue
+            bound = {"conformity": f.bound_conformity, "info_gain": f.bound_info_gain}
+            tol = {"conformity": c.tol_conformity, "info_gain": f.tol_info_gain_abs}
+            outside = f.bound_conformity > c.tol_conformity or f.bound_info_gain > f.tol_info_gain_abs
+            out[m] = {
+                "stats_version": f.version,
+                "baseline_version": f.baseline_version,
+                "bound": bound,
+                "tolerance": tol,
+                "tolerance_info_gain_share": c.tol_info_gain,
+                "outside_tolerance": bool(outside),
+                "unchecked_rows": int(unchecked.get(m, 0)),
+                "changes_since_baseline": int(f.changes),
+                "last_rescore_at": f.rescored_at.isoformat() if f.rescored_at else None,
+            }
+        return out
+
+    def rescore_due(self, name: str) -> bool:
+        """Whether the automatic policy would rescore now: a bound outside its tolerance (or an
+        interrupted pass) and enough writes since the baseline to pay for it (amortised O(N))."""
+        c = self.collection(name)
+        fresh = self.freshness(name)
+        if not any(f["outside_tolerance"] for f in fresh.values()) and not self._unfinished_pass(c):
+            return False
+        changes = sum(f.get("changes_since_baseline", 0) for f in fresh.values())
+        with self.sessions() as s:
+            n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
+        return fresh_lib.budget_allows(changes, n, self.fresh_below) or self._unfinished_pass(c)
 
     @_db
     def item(self, name: str, user_id: UserId) -> dict[str, Any] | None:

@@ -94,7 +94,6 @@ def create(
     dim: Annotated[int | None, typer.Option(help="Vector dimension (taken from the model if omitted).")] = None,
     model: Annotated[str, typer.Option(help="open_clip model name, or 'external' for your own vectors.")] = "external",
     pretrained: Annotated[str, typer.Option(help="open_clip pretrained tag or checkpoint path.")] = "",
-    tau: Annotated[float, typer.Option(help="Temperature of information gain (1 = faithful).")] = 1.0,
     min_count: Annotated[
         int, typer.Option(help="Items of the other modality before information gain is computed.")
     ] = 32,
@@ -110,7 +109,7 @@ def create(
             dim = ClipEncoder.load(model, pretrained).dim
         except errors.InforankError as exc:
             fail(exc)
-    spec: dict[str, Any] = {"dim": dim, "model": model, "pretrained": pretrained, "tau": tau, "min_count": min_count}
+    spec: dict[str, Any] = {"dim": dim, "model": model, "pretrained": pretrained, "min_count": min_count}
     if (run_remote := remote("create")) is not None:
         run_remote(name, spec, as_json)
         return
@@ -294,24 +293,74 @@ def delete_text(d: dict[str, Any]) -> str:
 
 @app.command()
 def rescore(
-    collection: str,
-    all_: Annotated[bool, typer.Option("--all", help="Rescore even if drift is below the threshold.")] = False,
-    threshold: Annotated[float, typer.Option(help="Relative drift of mean/covariance that triggers a rescore.")] = 0.05,
+    collection: Annotated[str | None, typer.Argument(help="Collection; with --watch, all when omitted.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Check every score even if all bounds hold.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep running: rescore whenever the automatic policy says one is due.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between checks with --watch.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recompute stored scores when statistics drifted; resumable. Example: inforank rescore photos"""
+    """Bring stored scores back within tolerance of the current statistics; resumable.
+
+    Writes keep scores fresh by themselves in small collections; in large ones (and for the
+    embedded store, where only one process may write) run this with --watch beside ingestion.
+    Only scores that moved are rewritten, as payload updates.
+
+    Example: inforank rescore photos    |    inforank rescore --watch
+    """
+    if watch:
+        _watch(collection, interval, as_json)
+        return
+    if collection is None:
+        fail(errors.InvalidInputError("Name the collection to rescore (or use --watch for all)."))
     if (run_remote := remote("rescore")) is not None:
-        run_remote(collection, all_, threshold, as_json)
+        run_remote(collection, all_, as_json)
         return
     with opened() as ix, progress(None, f"rescore {collection}") as bar:
-        rep = ix.rescore(collection, threshold=threshold, all=all_, progress=bar.update)
+        rep = ix.rescore(collection, all=all_, progress=bar.update)
         emit(rep.__dict__, as_json, rescore_text)
 
 
+def _watch(collection: str | None, interval: float, as_json: bool) -> None:
+    import time
+
+    with opened() as ix:
+        typer.echo(f"watching {collection or 'every collection'} every {interval:g} s (Ctrl-C stops)", err=True)
+        try:
+            while True:
+                names = [collection] if collection else [c.name for c in ix.collections()]
+                for name in names:
+                    if ix.rescore_due(name):
+                        rep = ix.rescore(name)
+                        emit({"collection": name, **rep.__dict__}, as_json, rescore_text)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            typer.echo("stopped", err=True)
+
+
 def rescore_text(d: dict[str, Any]) -> str:
-    done = "skipped: drift below threshold " if d["skipped"] else f"rescored {d['rescored']} "
+    head = f"{d['collection']}: " if "collection" in d else ""
+    if d["skipped"]:
+        done = "skipped: every stored score is within tolerance"
+    else:
+        done = f"checked {d['checked']}, rewrote {d['rescored']} that moved (statistics version {d['stats_version']})"
     replayed = f"; replayed {d['replayed']} points an interrupted write had left unsynced" if d.get("replayed") else ""
-    return done + f"(drift {d['drift']}){replayed}"
+    return head + done + replayed + "\n" + freshness_text(d["freshness"])
+
+
+def freshness_text(fresh: dict[str, Any]) -> str:
+    lines = []
+    for m, f in fresh.items():
+        if f.get("bound") is None:
+            continue
+        b, t = f["bound"], f["tolerance"]
+        state = "outside tolerance" if f["outside_tolerance"] else "within tolerance"
+        lines.append(
+            f"  {m:5s} {state}: conformity ±{b['conformity']:.1e} (tolerance {t['conformity']:.0e}), "
+            f"information gain ±{b['info_gain']:.1e} (tolerance {t['info_gain']:.1e})"
+        )
+    return "\n".join(lines)
 
 
 @app.command()
@@ -323,7 +372,6 @@ def attach(
     modality: Annotated[str | None, typer.Option(help="Modality of an unnamed vector: image or text.")] = None,
     model: Annotated[str, typer.Option(help="Model that produced the vectors.")] = "external",
     pretrained: Annotated[str, typer.Option(help="Its pretrained tag.")] = "",
-    tau: Annotated[float, typer.Option(help="Temperature of information gain.")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Adopt an existing Qdrant collection of CLIP vectors: statistics, scores, indexes — no re-embedding.
@@ -342,7 +390,6 @@ def attach(
             modality=modality,
             model=model,
             pretrained=pretrained,
-            tau=tau,
             progress=bar.update,
         )
         out = {
@@ -374,15 +421,18 @@ def validate(
 
 
 def _validate_text(d: dict[str, Any]) -> str:
-    lines = [f"{d['collection']} at tau={d['tau']}: {d['verdict']}"]
+    lines = [f"{d['collection']}: {d['verdict']}"]
     for m, v in d["modalities"].items():
-        stored = v["r2_exact_vs_stored"]
-        lines.append(
-            f"  {m:5s} R²(exact, estimate)={v['r2_exact_vs_fresh_estimate']:.4f} "
+        stored = v.get("r2_exact_vs_stored")
+        ig = (
+            f"R²(exact, estimate)={v['r2_exact_vs_fresh_estimate']:.4f} "
             f"R²(exact, stored)={'n/a' if stored is None else f'{stored:.4f}'} "
-            f"conformity max error={v['conformity_max_abs_error_fresh']:.2e} "
+            if "r2_exact_vs_fresh_estimate" in v
+            else "information gain n/a (one modality) "
+        )
+        lines.append(
+            f"  {m:5s} {ig}conformity max error={v['conformity_max_abs_error_fresh']:.2e} "
             f"(stored {v['conformity_max_abs_error_stored']:.2e})"
-            + (f" suggested tau={v['suggested_tau']}" if "suggested_tau" in v else "")
         )
     return "\n".join(lines)
 

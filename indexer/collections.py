@@ -33,6 +33,8 @@ class Collection:
     vector_names: dict[str, str]
     attached: bool
     stats_version: int
+    tol_conformity: float = 1e-3
+    tol_info_gain: float = 0.01
 
     @property
     def model_identity(self) -> str:
@@ -57,6 +59,8 @@ class Collection:
             dict(r.vector_names),
             r.attached,
             r.stats_version,
+            r.tol_conformity,
+            r.tol_info_gain,
         )
 
 
@@ -94,15 +98,24 @@ def check_model(c: Collection, model: str, pretrained: str) -> None:
     )
 
 
-def check_settings(*, dim: int, tau: float, min_count: int) -> None:
+def check_settings(
+    *, dim: int, tau: float, min_count: int, tol_conformity: float = 1e-3, tol_info_gain: float = 0.01
+) -> None:
     """A collection's numeric settings, refused with their reason before anything is created."""
     if isinstance(dim, bool) or not isinstance(dim, int) or not 2 <= dim <= MAX_DIM:
         raise InvalidInputError(
             f"The dimension must be an integer from 2 to {MAX_DIM}, got {dim!r}: the statistics keep a "
             "d×d matrix per modality (128 MiB at 4096)."
         )
-    if not math.isfinite(tau) or tau <= 0:
-        raise InvalidInputError(f"The temperature tau must be a positive finite number, got {tau!r}.")
+    if tau != 1.0:
+        raise InvalidInputError(
+            f"tau must be 1, got {tau!r}: information gain is the norm-based estimate, faithful to the exact "
+            "KL divergence at τ = 1 (R² ≥ 0.999 on real CLIP pairs). At another τ it is only rescaled by "
+            "1/τ², which changes no ranking, cut-off or rerank, so inforank does not offer it."
+        )
+    for what, tol in (("tol_conformity", tol_conformity), ("tol_info_gain", tol_info_gain)):
+        if not math.isfinite(tol) or not 0 < tol <= 1:
+            raise InvalidInputError(f"{what} must be a number in (0, 1], got {tol!r}.")
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 2:
         raise InvalidInputError(
             f"min_count must be an integer of at least 2 (a covariance needs two items), got {min_count!r}."
@@ -121,10 +134,12 @@ def insert(
     qdrant_collection: str,
     vector_names: dict[str, str],
     attached: bool,
+    tol_conformity: float = 1e-3,
+    tol_info_gain: float = 0.01,
 ) -> Collection:
     if session.execute(select(CollectionRow.id).where(CollectionRow.name == name)).scalar():
         raise ConflictError(f"Collection {name!r} already exists.")
-    check_settings(dim=dim, tau=tau, min_count=min_count)
+    check_settings(dim=dim, tau=tau, min_count=min_count, tol_conformity=tol_conformity, tol_info_gain=tol_info_gain)
     row = CollectionRow(
         name=name,
         model=model,
@@ -136,6 +151,8 @@ def insert(
         vector_names=vector_names,
         attached=attached,
         stats_version=0,
+        tol_conformity=tol_conformity,
+        tol_info_gain=tol_info_gain,
     )
     session.add(row)
     session.flush()

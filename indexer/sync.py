@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.collections import Collection
 from indexer.db.models import PointRow, VectorRow
+from indexer.errors import NotFoundError, StorageError
 from indexer.items import OWNED_FIELDS
 from indexer.payload import payload, store_point
 from indexer.store.base import VectorStore
@@ -182,3 +183,50 @@ def _push(s: Session, store: VectorStore, c: Collection, pts: list[Any]) -> Push
             )
     done.pushed += len(gone)
     return done
+
+
+def push_scores(
+    sessions: sessionmaker[Session],
+    store: VectorStore,
+    c: Collection,
+    scores: list[tuple[str, str, float | None, float | None, int | None]],
+    revisions: dict[str, int],
+) -> Pushed:
+    """Push rescored values as a payload update of the score fields alone (no vectors re-sent),
+    then mark the points clean. ``scores``: (item key, modality, conformity, information gain,
+    scores version) as committed. As in :func:`push_fresh`, only points still at the revision
+    the rescore left are sent; the others stay dirty for the full replay."""
+    if not scores:
+        return Pushed()
+    fields: dict[str, dict[str, Any]] = defaultdict(dict)
+    for key, m, conf, ig, version in scores:
+        f = fields[key]
+        if conf is not None:
+            f[f"{m}_conformity"] = float(conf)
+        if ig is not None:
+            f[f"{m}_info_gain"] = float(ig)
+        if version is not None:
+            f[f"{m}_stats_version"] = int(version)
+    keys = list(fields)
+    with sessions.begin() as s:
+        held: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            rows = s.execute(
+                select(PointRow.item_key, PointRow.point_id, PointRow.revision)
+                .where(
+                    PointRow.collection_id == c.id,
+                    PointRow.item_key.in_(keys[start : start + 500]),
+                    PointRow.dirty.is_(True),
+                    PointRow.deleted.is_(False),
+                )
+                .with_for_update(skip_locked=True)
+            )
+            held.update((k, pid) for k, pid, rev in rows if revisions.get(k) == rev)
+        try:
+            refused = store.set_payload(c.qdrant_collection, [(held[k], fields[k]) for k in keys if k in held])
+        except (StorageError, NotFoundError):  # e.g. a point Qdrant does not have (quarantined, or never pushed)
+            return Pushed()  # all stay dirty: the caller's full replay upserts them whole
+        ok = [k for k in keys if k in held and held[k] not in refused]
+        _mark_clean(s, c, ok)
+    # a refused payload update leaves the point dirty: the full replay quarantines it if need be
+    return Pushed(len(ok))

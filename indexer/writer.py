@@ -11,6 +11,7 @@ statistics change in the same commit.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from indexer.collections import Collection
-from indexer.db.models import PointRow, VectorRow
+from indexer.db.models import FreshnessRow, PointRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
 from indexer.errors import InvalidItemError
+from indexer.freshness import ZERO, Shift, mean_info_gain, shift
 from indexer.items import (
     Item,
     UserId,
@@ -75,12 +77,19 @@ class BatchReport:
     replayed: int = 0
     #: committed items Qdrant refused: kept out of the way with their reason (``stats`` lists them)
     quarantined: list[Rejection] = field(default_factory=list)
+    #: stored scores the freshness policy rewrote during this call
+    rescored: int = 0
+    #: a rescore is due and too large to run inside the write (the service runs it in the
+    #: background; the embedded default has ``inforank rescore --watch``)
+    rescore_due: bool = False
 
     def extend(self, other: BatchReport) -> None:
         self.ingested += other.ingested
         self.unchanged += other.unchanged
         self.rejected += other.rejected
         self.quarantined += other.quarantined
+        self.rescored += other.rescored
+        self.rescore_due = other.rescore_due
         self.stats_version = max(self.stats_version, other.stats_version)
 
 
@@ -228,18 +237,18 @@ def write(
         if not adds[m] and not removes[m]:
             new[m] = (version, cur)
             continue
-        first = cur.n == 0
         cur = cur.unmerge(_batch_moments(removes[m], c.dim)).merge(_batch_moments(adds[m], c.dim))
         write_moments(session, c.id, m, cur, version)
-        if first:
-            write_moments(session, c.id, m, cur, version, kind=BASELINE)
         new[m] = (version, cur)
     row.stats_version = version
     vector_rows = _record(session, c, changed, existing, version, new)
     new_points, updated = _touch_points(session, c, good, points, set(report.ingested))
     filled = fill_pending(session, c, new, version)
+    scored = {m for _, m in changed} | set(filled)
+    changes = {m: len(adds[m]) + len(removes[m]) for m in c.modalities}
+    track_freshness(session, cache, c, new, version, scored, changes)
     report.stats_version = version
-    outbox = Outbox([(p, vector_rows[p["item_key"]]) for p in new_points], others=bool(updated or filled))
+    outbox = Outbox([(p, vector_rows[p["item_key"]]) for p in new_points], others=bool(updated or sum(filled.values())))
     return report, {m: v for m, v in new.items() if adds[m] or removes[m]}, outbox
 
 
@@ -276,6 +285,7 @@ def _record(
                 "conformity": None if sc.conformity is None else float(sc.conformity[j]),
                 "info_gain": None if sc.info_gain is None else float(sc.info_gain[j]),
                 "scores_version": version if done else None,
+                "checked_version": version,
             }
             (updates if (g.key, m) in existing else inserts).append(row)
     if inserts:
@@ -340,18 +350,26 @@ _VEC_COLS = ("item_key", "modality", "content_hash", "vector", "raw_norm")
 _POINT_COLS = ("item_key", "meta", "deleted", "revision")
 
 
-def fill_pending(session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int) -> int:
-    """Score items whose scores were pending and have become computable. Returns how many.
+def fill_pending(
+    session: Session, c: Collection, stats: dict[str, tuple[int, Moments]], version: int
+) -> dict[str, int]:
+    """Score items whose scores were pending and have become computable. Returns how many,
+    per modality.
 
     Only modalities computable now are read: while the other modality is short of ``min_count``,
     a write must not reload every pending row of the collection."""
     ready = [m for m in c.modalities if computable(c, stats, m)]
     if not ready:
-        return 0
+        return {}
     q = select(VectorRow).where(
         VectorRow.collection_id == c.id, VectorRow.modality.in_(ready), VectorRow.scores_version.is_(None)
     )
-    return rescore_rows(session, c, list(session.execute(q).scalars().all()), stats, version)
+    rows = list(session.execute(q).scalars().all())
+    snapshot = {m: mom for m, (_, mom) in stats.items()}
+    done = {m: len([r for r in rows if r.modality == m]) for m in ready}
+    changed = rescore_rows(session, c, rows, snapshot, version)
+    mark_dirty(session, c.id, [r.item_key for r in changed])
+    return {m: n for m, n in done.items() if n}
 
 
 def computable(c: Collection, stats: dict[str, tuple[int, Moments]], m: str) -> bool:
@@ -362,35 +380,109 @@ def computable(c: Collection, stats: dict[str, tuple[int, Moments]], m: str) -> 
 
 
 def rescore_rows(
-    session: Session, c: Collection, rows: list[VectorRow], stats: dict[str, tuple[int, Moments]], version: int
-) -> int:
-    """Score ``rows`` with ``stats`` (version ``version``) and mark their points dirty. Rows of a
-    modality whose scores are not computable yet stay pending. Returns how many were scored."""
-    done = 0
+    session: Session,
+    c: Collection,
+    rows: list[VectorRow],
+    stats: dict[str, Moments],
+    version: int,
+    skip: dict[str, Shift] | None = None,
+) -> list[VectorRow]:
+    """Score ``rows`` with the statistics ``stats`` (of version ``version``): every row is
+    checked at ``version``; a row whose stored scores differ from the new ones by more than
+    ``skip`` (per modality; None: any difference) gets them. Conformity needs two items of the
+    modality, information gain ``min_count`` of the other; what is not computable stays as it
+    is. Returns the rows whose scores changed (their points need a push)."""
+    changed: list[VectorRow] = []
     for m in c.modalities:
         mine = [r for r in rows if r.modality == m]
         if not mine:
             continue
-        own = stats.get(m, (0, Moments.empty(c.dim)))[1]
-        other = stats.get(other_modality(m), (0, Moments.empty(c.dim)))[1]
+        own = stats.get(m, Moments.empty(c.dim))
+        other = stats.get(other_modality(m), Moments.empty(c.dim))
         unit = np.stack([unit_of(r) for r in mine]).astype(np.float64)
         sc = score_members(unit, own, other, c.tau, c.min_count)
-        if sc.conformity is None or sc.info_gain is None:
-            continue
+        tol = skip.get(m, ZERO) if skip else ZERO
         for j, r in enumerate(mine):
-            r.conformity = float(sc.conformity[j])
-            r.info_gain = float(sc.info_gain[j])
-            r.scores_version = version
-        mark_dirty(session, c.id, [r.item_key for r in mine])
-        done += len(mine)
-    return done
+            conf = None if sc.conformity is None else float(sc.conformity[j])
+            ig = None if sc.info_gain is None else float(sc.info_gain[j])
+            moved = _moved(r.conformity, conf, tol.conformity) or _moved(r.info_gain, ig, tol.info_gain)
+            if skip is None or moved:
+                if conf is not None:
+                    r.conformity = conf
+                if ig is not None:
+                    r.info_gain = ig
+                r.scores_version = version if conf is not None and ig is not None else None
+                changed.append(r)
+            r.checked_version = version
+    return changed
 
 
-def mark_dirty(session: Session, cid: int, keys: Sequence[str]) -> None:
+def _moved(stored: float | None, new: float | None, tol: float) -> bool:
+    if new is None:
+        return False
+    return stored is None or abs(new - stored) > tol
+
+
+def track_freshness(
+    session: Session,
+    cache: StatsCache,
+    c: Collection,
+    stats: dict[str, tuple[int, Moments]],
+    version: int,
+    scored: set[str],
+    changes: dict[str, int],
+) -> None:
+    """Bring each modality's freshness row to ``version`` (inside the write's transaction, under
+    the collection lock): items scored now widen the spread by the statistics' shift from the
+    baseline; the bound is that shift plus the widest of spread and pending."""
+    now = {m: mom for m, (_, mom) in stats.items()}
+    base = {m: cache.get(session, c.id, m, c.dim, BASELINE)[1] for m in c.modalities}
+    for m in c.modalities:
+        f = session.get(FreshnessRow, (c.id, m))
+        if now[m].n == 0 and f is None:
+            continue
+        if f is None:
+            # the modality's first items are its baseline; a baseline from before freshness was
+            # tracked (an upgraded database) leaves stored scores of unknown age: a rescore is due
+            legacy = base[m].n > 0
+            if not legacy:
+                write_moments(session, c.id, m, now[m], version, kind=BASELINE)
+                base[m] = now[m]
+            f = FreshnessRow(collection_id=c.id, modality=m, baseline_version=version, version=version)
+            f.spread_conformity = f.spread_info_gain = 0.0
+            f.pending_conformity = f.pending_info_gain = math.inf if legacy else 0.0
+            f.changes = f.rescored_items = 0
+            session.add(f)
+        sh = shift(base, now, m, other_modality(m), c.tau)
+        if m in scored:
+            spread = Shift(f.spread_conformity, f.spread_info_gain).max(sh)
+            f.spread_conformity, f.spread_info_gain = spread.conformity, spread.info_gain
+        set_bound(f, c, now, m, sh, version)
+        f.changes = (f.changes or 0) + changes.get(m, 0)
+
+
+def set_bound(f: FreshnessRow, c: Collection, now: dict[str, Moments], m: str, sh: Shift, version: int) -> None:
+    wide = Shift(f.spread_conformity, f.spread_info_gain).max(Shift(f.pending_conformity, f.pending_info_gain))
+    b = sh + wide
+    other = now.get(other_modality(m), Moments.empty(c.dim))
+    if other.n < c.min_count:  # no information gain is stored while it is not computable
+        b = Shift(b.conformity, 0.0)
+    f.bound_conformity, f.bound_info_gain = b.conformity, b.info_gain
+    f.tol_info_gain_abs = c.tol_info_gain * mean_info_gain(now[m], other, c.tau)
+    f.version = version
+
+
+def mark_dirty(session: Session, cid: int, keys: Sequence[str]) -> dict[str, int]:
+    """Mark points dirty with a new revision; returns each point's new revision."""
+    if not keys:
+        return {}
+    out = {}
     for p in _rows(session, PointRow, cid, list(dict.fromkeys(keys))):
         p.dirty = True
         p.quarantine = None
         p.revision = (p.revision or 0) + 1
+        out[p.item_key] = p.revision
+    return out
 
 
 def delete(
@@ -415,6 +507,8 @@ def delete(
             cur = cur.unmerge(_batch_moments(rem, c.dim))
             write_moments(session, c.id, m, cur, version)
         new[m] = (version, cur)
+    removed = {m: len([v for v in vecs if v.modality == m]) for m in c.modalities}
+    track_freshness(session, cache, c, new, version, set(), removed)
     for v in vecs:
         session.delete(v)
     for p in points.values():
@@ -426,4 +520,15 @@ def delete(
     return deleted, missing, new
 
 
-__all__ = ["BatchReport", "Outbox", "Rejection", "computable", "delete", "fill_pending", "rescore_rows", "write"]
+__all__ = [
+    "BatchReport",
+    "Outbox",
+    "Rejection",
+    "computable",
+    "delete",
+    "fill_pending",
+    "rescore_rows",
+    "set_bound",
+    "track_freshness",
+    "write",
+]

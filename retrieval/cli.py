@@ -289,9 +289,9 @@ def _remote_collections(url: str, as_json: bool) -> None:
     emit(rows, as_json, collections_text)
 
 
-def _remote_rescore(url: str, collection: str, all_: bool, threshold: float, as_json: bool) -> None:
+def _remote_rescore(url: str, collection: str, all_: bool, as_json: bool) -> None:
     with _client(url) as cl:
-        d = cl.rescore(collection, all=all_, threshold=threshold)
+        d = cl.rescore(collection, all=all_)
     emit(d, as_json, rescore_text)
 
 

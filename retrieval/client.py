@@ -132,8 +132,8 @@ class Client:
     def drop(self, name: str) -> dict[str, Any]:
         return _raise(self._http.delete(f"/collections/{name}"))
 
-    def rescore(self, name: str, all: bool = False, threshold: float = 0.05) -> dict[str, Any]:
-        params: dict[str, str | float] = {"all": str(all).lower(), "threshold": threshold}
+    def rescore(self, name: str, all: bool = False) -> dict[str, Any]:
+        params = {"all": str(all).lower()}
         return _raise(self._http.post(f"/collections/{name}/rescore", params=params))
 
     def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:

@@ -87,7 +87,6 @@ class CollectionIn(_Strict):
     dim: int = Field(ge=2, le=MAX_DIM)
     model: str = "external"
     pretrained: str = ""
-    tau: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     min_count: int = Field(default=32, ge=2)
 
 
@@ -188,7 +187,6 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
             dim=body.dim,
             model=body.model,
             pretrained=body.pretrained,
-            tau=body.tau,
             min_count=body.min_count,
         ).__dict__
 
@@ -244,8 +242,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         return ix.stats(name)
 
     @app.post("/collections/{name}/rescore")
-    def rescore(name: str, all: bool = False, threshold: float = 0.05) -> dict[str, Any]:
-        return ix.rescore(name, all=all, threshold=threshold).__dict__
+    def rescore(name: str, all: bool = False) -> dict[str, Any]:
+        return ix.rescore(name, all=all).__dict__
 
     @app.post("/collections/{name}/align")
     def align_fit(name: str, body: AlignIn) -> dict[str, Any]:

@@ -232,11 +232,8 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         again = json.loads(cli("ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image").stdout)
         assert again["ingested"] == 0 and again["skipped_duplicates"] == 6
         out = cli("delete", "c", "--ids", "r0,r1,nope")
-        assert out.returncode == 0 and json.loads(out.stdout) == {
-            "deleted": ["r0", "r1"],
-            "missing": ["nope"],
-            "replayed": 0,
-        }
+        d = json.loads(out.stdout)
+        assert out.returncode == 0 and (d["deleted"], d["missing"]) == (["r0", "r1"], ["nope"])
         with Client(url, api_key="k") as c:
             assert c.stats("c")["modalities"]["image"]["count"] == 34
         # the catalog, rescore and alignment commands too

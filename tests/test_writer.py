@@ -121,7 +121,7 @@ def test_delete_removes_points_and_contribution(indexer: Indexer):
     indexer.create_collection("c", dim=D, min_count=4)
     indexer.add("c", _pairs(30))
     out = indexer.delete("c", ["p1", "p2", "nope"])
-    assert out == {"deleted": ["p1", "p2"], "missing": ["nope"], "replayed": 0}
+    assert (out["deleted"], out["missing"], out["replayed"]) == (["p1", "p2"], ["nope"], 0)
     assert indexer.store.count("c") == 28
     assert indexer.item("c", "p1") is None
     _assert_exact(indexer, "c")
@@ -150,21 +150,42 @@ def test_ids_keep_their_type(indexer: Indexer):
     assert indexer.store.count("c") == 2
 
 
-def test_rescore_follows_drift(indexer: Indexer):
+def _fresh_scores(ix: Indexer, name: str, m: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored and from-scratch scores of one modality (same item order), and the mean IG."""
+    from indexer import scores
+    from indexer.freshness import mean_info_gain
+
+    c = ix.collection(name)
+    st = ix.scores(name, m)
+    _, unit, _ = ix.vectors(name, m)
+    _, own = ix.moments(name, m)
+    _, oth = ix.moments(name, "text" if m == "image" else "image")
+    conf = scores.conformity(unit.astype(np.float64), own.mean, own.n)
+    ig = scores.info_gain(unit, own.mean, oth.covariance, c.tau, dtype=np.float64)
+    return np.abs(conf - st["conformity"]), np.abs(ig - st["info_gain"]), np.array(mean_info_gain(own, oth, c.tau))
+
+
+def test_rescore_brings_stale_scores_within_tolerance(indexer: Indexer):
+    indexer.auto_rescore = False  # stale on purpose
     indexer.create_collection("c", dim=D, min_count=4)
     indexer.add("c", _pairs(10))
     indexer.add("c", _pairs(200, seed=1)[10:])
-    rep = indexer.rescore("c", threshold=0.05)
-    # only the 10 pairs scored at version 1 are stale; the rest were scored at version 2
-    assert not rep.skipped and rep.rescored == 20
-    assert all(d is not None and d > 0.05 for d in rep.drift.values())
-    again = indexer.rescore("c", threshold=0.05)
-    assert again.skipped and all(d == 0 for d in again.drift.values())
-    s = indexer.scores("c", "image")
-    assert set(s["version"].tolist()) == {indexer.collection("c").stats_version}
+    assert all(f["outside_tolerance"] for f in indexer.freshness("c").values())
+    assert max(_fresh_scores(indexer, "c", "image")[0]) > 1e-3  # the 10 early pairs are stale
+    rep = indexer.rescore("c")
+    # the baseline is version 2: rows scored there are exact already, so only the 10 pairs scored at
+    # version 1 are read, and they moved
+    assert not rep.skipped and rep.checked == 20 and rep.rescored == 20
+    assert not any(f["outside_tolerance"] for f in rep.freshness.values())
+    for m in ("image", "text"):
+        dc, dg, mean_ig = _fresh_scores(indexer, "c", m)
+        assert dc.max() <= 1e-3 and dg.max() <= 0.01 * mean_ig
+    assert indexer.rescore("c").skipped
+    assert indexer.sync("c") == 0
 
 
 def test_interrupted_rescore_resumes(indexer: Indexer):
+    indexer.auto_rescore = False
     indexer.create_collection("c", dim=D, min_count=4)
     for k in range(4):  # four commits: early rows are scored with young statistics
         indexer.add("c", _pairs(200, seed=k)[k * 50 : (k + 1) * 50])
@@ -176,12 +197,15 @@ def test_interrupted_rescore_resumes(indexer: Indexer):
 
     with pytest.raises(KeyboardInterrupt):
         indexer.rescore("c", all=True, batch_size=64, progress=stop_after_first)
-    target = indexer.collection("c").stats_version
-    versions = np.concatenate([indexer.scores("c", m)["version"] for m in ("image", "text")])
-    assert calls == [64] and 0 < (versions == target).sum() < len(versions)  # part done
-    rep = indexer.rescore("c", all=True, batch_size=64)
-    versions = np.concatenate([indexer.scores("c", m)["version"] for m in ("image", "text")])
-    assert (versions == target).all() and rep.rescored == len(versions) - 64 - 100
+    assert calls == [64]
+    # 300 rows were scored before the last commit (the baseline); 64 of them are checked
+    fresh = indexer.freshness("c")
+    assert fresh["image"]["unchecked_rows"] + fresh["text"]["unchecked_rows"] == 236
+    rep = indexer.rescore("c", batch_size=64)  # continues the pass: the first 64 are not read again
+    assert rep.checked == 236
+    for m in ("image", "text"):
+        dc, dg, mean_ig = _fresh_scores(indexer, "c", m)
+        assert dc.max() <= 1e-3 and dg.max() <= 0.01 * mean_ig
     assert indexer.sync("c") == 0
 
 
@@ -189,13 +213,12 @@ def test_pending_rows_are_not_reloaded_while_still_uncomputable(indexer: Indexer
     """Images before any text: every batch stays pending, and writes must not rescan them."""
     from indexer import writer
 
+    indexer.auto_rescore = False  # counts the pending fills alone
     indexer.create_collection("c", dim=D, min_count=8)
     img, txt = ellipsoid_pairs(60, D)
     scored: list[int] = []
     real = writer.rescore_rows
-    monkeypatch.setattr(
-        writer, "rescore_rows", lambda s, c, rows, st, v: scored.append(len(rows)) or real(s, c, rows, st, v)
-    )
+    monkeypatch.setattr(writer, "rescore_rows", lambda s, c, rows, *a: scored.append(len(rows)) or real(s, c, rows, *a))
     for k in range(6):
         indexer.add("c", [Item({"image": img[i]}, id=i) for i in range(k * 10, (k + 1) * 10)])
     assert scored == []  # no text yet: nothing to (re)score, nothing reloaded

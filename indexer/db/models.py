@@ -46,6 +46,10 @@ class CollectionRow(Base):
     vector_names: Mapped[dict[str, str]] = mapped_column(JSON)
     attached: Mapped[bool] = mapped_column(Boolean, default=False)
     stats_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: freshness tolerances: stored conformity within this (absolute) of its current value,
+    #: information gain within this fraction of the modality's mean information gain
+    tol_conformity: Mapped[float] = mapped_column(Float, default=1e-3, server_default="0.001")
+    tol_info_gain: Mapped[float] = mapped_column(Float, default=0.01, server_default="0.01")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -91,7 +95,10 @@ class VectorRow(Base):
     """One modality of one item: the exact unit vector merged into the statistics, its scores."""
 
     __tablename__ = "item_vectors"
-    __table_args__ = (Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),)
+    __table_args__ = (
+        Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
+        Index("ix_item_vectors_checked", "collection_id", "checked_version"),
+    )
 
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
@@ -103,6 +110,36 @@ class VectorRow(Base):
     info_gain: Mapped[float | None] = mapped_column(Float, nullable=True)
     scores_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the statistics version these scores were last computed or confirmed at (within the
+    #: rescore's skip tolerance); rows below the freshness baseline are still to be checked
+    checked_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class FreshnessRow(Base):
+    """How far stored scores of one modality can be from their value under the current
+    statistics (docs/DESIGN.md, "Freshness"). ``baseline_version``: the statistics the last
+    rescore scored against (kept in the ``baseline`` stats row). Rows checked at or after it are
+    within ``spread_*`` of their value there; rows not yet checked within ``pending_*``; so every
+    stored score is within ``bound_* = shift(baseline → now) + max(spread, pending)``."""
+
+    __tablename__ = "freshness"
+
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(8), primary_key=True)
+    baseline_version: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigInteger)
+    spread_conformity: Mapped[float] = mapped_column(Float, default=0.0)
+    spread_info_gain: Mapped[float] = mapped_column(Float, default=0.0)
+    pending_conformity: Mapped[float] = mapped_column(Float, default=0.0)
+    pending_info_gain: Mapped[float] = mapped_column(Float, default=0.0)
+    bound_conformity: Mapped[float] = mapped_column(Float, default=0.0)
+    bound_info_gain: Mapped[float] = mapped_column(Float, default=0.0)
+    #: the absolute information-gain tolerance at ``version`` (the fraction × the mean IG)
+    tol_info_gain_abs: Mapped[float] = mapped_column(Float, default=0.0)
+    #: items added or removed in this modality since the baseline (the rescore budget)
+    changes: Mapped[int] = mapped_column(BigInteger, default=0)
+    rescored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rescored_items: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AlignmentRow(Base):
