@@ -37,6 +37,9 @@ from retrieval.client import Client
 from retrieval.search import Searcher, SearchOptions
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+PREFER_WEIGHT = 0.25
+PREFER_EXCLUDE_PCT = 5.0
+
 align_app = typer.Typer(help="Procrustes-aligned query space: fit, status, off.", no_args_is_help=True)
 app.add_typer(align_app, name="align")
 
@@ -52,21 +55,35 @@ def search(
     modality: Annotated[
         str, typer.Option(help="Search image vectors, text vectors, or all (one mixed list).")
     ] = "image",
-    min_info_gain: Annotated[float | None, typer.Option()] = None,
-    max_info_gain: Annotated[float | None, typer.Option()] = None,
-    min_conformity: Annotated[float | None, typer.Option()] = None,
-    max_conformity: Annotated[float | None, typer.Option()] = None,
+    min_info_gain: Annotated[
+        float | None, typer.Option(help="Keep items with at least this information gain (see `stats` for its range).")
+    ] = None,
+    max_info_gain: Annotated[float | None, typer.Option(help="Keep items with at most this information gain.")] = None,
+    min_conformity: Annotated[
+        float | None, typer.Option(help="Keep items at least this generic (mean cosine to their modality).")
+    ] = None,
+    max_conformity: Annotated[float | None, typer.Option(help="Keep items at most this generic.")] = None,
     exclude_bottom_info_gain_pct: Annotated[
         float | None, typer.Option(help="Drop the least informative P % (placeholders live there).")
     ] = None,
     filter_json: Annotated[str | None, typer.Option("--filter", help="A Qdrant payload filter as JSON.")] = None,
     rerank_info_gain: Annotated[
-        float, typer.Option(help="Weight of standardised information gain in the blended score.")
+        float,
+        typer.Option(
+            help="Rerank weight of information gain: 1 trades one standard deviation of the score for one "
+            "standard deviation of this query's similarities (0.25 is a gentle preference)."
+        ),
     ] = 0.0,
     rerank_conformity: Annotated[
-        float, typer.Option(help="Weight of standardised conformity (negative prefers distinctive).")
+        float, typer.Option(help="Rerank weight of conformity, on the same scale (negative prefers distinctive).")
     ] = 0.0,
-    prefer: Annotated[str | None, typer.Option(help="distinctive or typical: a conformity weight of ∓0.05.")] = None,
+    prefer: Annotated[
+        str | None,
+        typer.Option(
+            help="distinctive or typical: a conformity weight of ∓0.25 among informative items (the least "
+            "informative 5 % excluded unless --exclude-bottom-info-gain-pct says otherwise)."
+        ),
+    ] = None,
     depth: Annotated[int, typer.Option(help="Candidates prefetched for reranking.")] = 100,
     align: Annotated[bool, typer.Option("--align", help="Apply the active alignment map to text queries.")] = False,
     no_calibrate: Annotated[
@@ -83,7 +100,11 @@ def search(
     if prefer not in (None, "distinctive", "typical"):
         fail(errors.InvalidQueryError("--prefer takes distinctive or typical."))
     if prefer:
-        rerank_conformity = -0.05 if prefer == "distinctive" else 0.05
+        # typical items are near the modality's mean, and so are placeholders: preferring either
+        # kind is done among informative items, or the most generic junk would rise to the top
+        rerank_conformity = -PREFER_WEIGHT if prefer == "distinctive" else PREFER_WEIGHT
+        if exclude_bottom_info_gain_pct is None:
+            exclude_bottom_info_gain_pct = PREFER_EXCLUDE_PCT
     try:
         flt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as exc:

@@ -266,20 +266,26 @@ class Searcher:
             bounds["info_gain"] = (cut if lo is None else max(lo, cut), hi)
         return out, pass_fraction(self.distribution(c, t), bounds)
 
-    def _blend(self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
+    def _blend(self, c: Collection, t: str, q: np.ndarray, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
+        """``similarity + Σ w · s_q · (score − μ)/σ``: a weight of 1 trades one standard deviation
+        of the score for one standard deviation ``s_q = √(qᵀΣq)`` of this query's similarities
+        over the modality, so a weight means the same for every query and collection."""
         if not o.rerank_info_gain and not o.rerank_conformity:
             return None
         dist = self.distribution(c, t)
+        _, mom = self.ix.moments(c.name, t)
+        s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
         terms = []
         for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
             if w:
                 mu, sd, _ = dist[f]
-                terms.append((f"{t}_{f}", w / sd, mu))
+                terms.append((f"{t}_{f}", w * s_q / sd, mu))
         applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
+        applied[f"{t}_similarity_scale"] = s_q
         return Blend(tuple(terms))
 
     def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
-        blend = self._blend(c, t, o, applied)
+        blend = self._blend(c, t, q, o, applied)
         flt, frac = self._filter(c, t, o, applied)
         spec = QuerySpec(
             vector=q.astype(np.float32).tolist(),

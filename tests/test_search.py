@@ -8,6 +8,7 @@ from indexer.errors import InvalidQueryError, InvalidVectorError, NotFoundError
 from indexer.items import Item
 from retrieval import align
 from retrieval.search import Searcher, SearchOptions
+from tests.conftest import COCO
 
 
 @pytest.fixture(scope="module", params=["edge", "client-local", "server"])
@@ -80,19 +81,68 @@ def test_percentile_cutoff_drops_the_bottom(coco_ix: Indexer, coco):
 
 
 def test_rerank_is_computed_server_side_as_documented(coco_ix: Indexer, coco):
-    _, txt = coco
+    """score = cos(q, v) + Σ w · s_q · (score − μ)/σ, checked against cosines and statistics
+    computed here from the raw vectors, not against the search's own terms."""
+    img, txt = coco
     s = Searcher(coco_ix)
-    w = 0.05
+    w = 0.25
     res = s.search("c", txt[9], SearchOptions(k=10, rerank_info_gain=w, rerank_conformity=-w, depth=50))
-    dist = s.distribution(coco_ix.collection("c"), "image")
-    (mu_i, sd_i, _), (mu_c, sd_c, _) = dist["info_gain"], dist["conformity"]
+    q = txt[9] / np.linalg.norm(txt[9])
+    unit = (img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    s_q = float(np.sqrt(q @ np.cov(unit.T, bias=True) @ q))  # this query's similarity spread
+    stored = coco_ix.scores("c", "image")
+    ig, conf = stored["info_gain"], stored["conformity"]
     for h in res.results:
-        want = h.similarity + w * (h.info_gain - mu_i) / sd_i - w * (h.conformity - mu_c) / sd_c
+        cos = float(unit[int(h.id)] @ q)
+        want = (
+            cos + w * s_q * (h.info_gain - ig.mean()) / ig.std() - w * s_q * (h.conformity - conf.mean()) / conf.std()
+        )
         assert h.score == pytest.approx(want, abs=1e-5)
+        assert h.similarity == pytest.approx(cos, abs=1e-5)
     assert [h.score for h in res.results] == sorted((h.score for h in res.results), reverse=True)
     # the reranked top-10 comes from the 50 most similar
     plain = s.search("c", txt[9], SearchOptions(k=50))
     assert {h.id for h in res.results} <= {h.id for h in plain.results}
+
+
+def test_prefer_never_lifts_a_placeholder(tmp_path):
+    """Placeholders (near-duplicate generic images) are the most typical items: --prefer typical
+    must not lift them into a top 10 where plain search does not already show them."""
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+    from retrieval.cli import PREFER_EXCLUDE_PCT, PREFER_WEIGHT
+
+    feats = np.load(COCO).astype(np.float64)
+    img, txt = feats[0], feats[1]
+    rng = np.random.default_rng(0)
+    unit = img / np.linalg.norm(img, axis=1, keepdims=True)
+    blank = unit.mean(0) / np.linalg.norm(unit.mean(0)) * 0.9 + 0.1 * rng.normal(size=512) / np.sqrt(512)
+    ix = Indexer(f"sqlite:///{tmp_path / 'p.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "e")))
+    try:
+        ix.create_collection("c", dim=512)
+        items = [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(500)]
+        items += [Item({"image": blank + 0.001 * rng.normal(size=512)}, id=f"ph{j}") for j in range(8)]
+        ix.add("c", items)
+        s = Searcher(ix)
+        for sign in (1, -1):
+            opts = SearchOptions(
+                k=10, rerank_conformity=sign * PREFER_WEIGHT, exclude_bottom_info_gain_pct=PREFER_EXCLUDE_PCT
+            )
+            for qi in range(0, 500, 5):
+                plain = {str(h.id) for h in s.search("c", txt[qi], SearchOptions(k=10)).results}
+                got = {str(h.id) for h in s.search("c", txt[qi], opts).results}
+                assert not {i for i in got - plain if i.startswith("ph")}, (sign, qi)
+        # without the exclusion, the same weight does lift them (the test can fail)
+        lifted = 0
+        for qi in range(0, 500, 5):
+            plain = {str(h.id) for h in s.search("c", txt[qi], SearchOptions(k=10)).results}
+            got = {
+                str(h.id) for h in s.search("c", txt[qi], SearchOptions(k=10, rerank_conformity=PREFER_WEIGHT)).results
+            }
+            lifted += bool({i for i in got - plain if i.startswith("ph")})
+        assert lifted > 10
+    finally:
+        ix.close()
 
 
 def test_mixed_search_needs_calibration_to_rank_images(coco_ix: Indexer, coco):
