@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import collections as catalog
-from indexer import diagnostics, writer
+from indexer import diagnostics, scoring, writer
 from indexer import freshness as fresh_lib
 from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, session_factory, upgrade
@@ -25,6 +25,7 @@ from indexer.errors import ConflictError, StorageError
 from indexer.freshness import ZERO, Shift, Tolerance
 from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key, other_modality
 from indexer.moments import Moments
+from indexer.payload import unit_of
 from indexer.scoring import drift
 from indexer.store import QdrantLocation, VectorStore, open_store
 from indexer.sync import Pushed, push_fresh, push_scores, sync_dirty
@@ -62,6 +63,17 @@ def _new_freshness(s: Any, cid: int, m: str, version: int) -> FreshnessRow:
     f.changes = f.rescored_items = 0
     s.add(f)
     return f
+
+
+def _quantiles(rows: list[Any]) -> dict[str, dict[str, float]]:
+    """Typical values of the stored scores (from a sample), for choosing filter bounds."""
+    out = {}
+    for f in ("conformity", "info_gain"):
+        v = np.array([getattr(r, f) for r in rows if getattr(r, f) is not None], float)
+        if len(v):
+            q = np.percentile(v, [1, 5, 25, 50, 75, 95, 99])
+            out[f] = {f"p{p}": float(x) for p, x in zip((1, 5, 25, 50, 75, 95, 99), q, strict=True)}
+    return out
 
 
 def storage_error(what: str, exc: SQLAlchemyError) -> StorageError:
@@ -399,19 +411,55 @@ class Indexer:
                     "shell": diagnostics.shell(mom).as_dict(),
                 }
                 out["modalities"][m] = info
+        fresh = self.freshness(name)
         for m in c.modalities:
-            if moms[m].n >= 2:
-                _, unit, norms = self.vectors(name, m)
-                idx = np.random.default_rng(0).permutation(len(unit))[:sample]
-                iso = diagnostics.isotropy(unit[idx])
-                sh = diagnostics.shell(moms[m], unit[idx].astype(np.float64) * norms[idx, None])
-                out["modalities"][m]["isotropy"] = {"i1": iso.i1, "i2": iso.i2}
-                out["modalities"][m]["shell"] = sh.as_dict()
+            out["modalities"][m]["freshness"] = fresh[m]
+            if moms[m].n < 2:
+                continue
+            rows = self._sample(c, m, sample)
+            unit = np.stack([unit_of(r) for r in rows])
+            norms = np.array([r.raw_norm for r in rows])
+            iso = diagnostics.isotropy(unit)
+            sh = diagnostics.shell(moms[m], unit.astype(np.float64) * norms[:, None])
+            info = out["modalities"][m]
+            info["isotropy"] = {"i1": iso.i1, "i2": iso.i2}
+            info["shell"] = sh.as_dict()
+            info["score_quantiles"] = _quantiles(rows)
+            if fresh[m].get("tolerance"):
+                info["freshness"]["sampled_share_outside_tolerance"] = self._share_outside(c, m, rows, moms, fresh[m])
         if all(m in moms and moms[m].n for m in MODALITIES):
             g = diagnostics.modality_gap(moms["image"], moms["text"])
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
         out["quarantined"] = self.quarantined(name)
         return out
+
+    def _sample(self, c: Collection, m: str, n: int) -> list[Any]:
+        """Up to ``n`` random rows of a modality, drawn by the database (never all in memory)."""
+        with self.sessions() as s:
+            q = (
+                select(VectorRow.vector, VectorRow.raw_norm, VectorRow.conformity, VectorRow.info_gain)
+                .where(VectorRow.collection_id == c.id, VectorRow.modality == m)
+                .order_by(func.random())
+                .limit(n)
+            )
+            return list(s.execute(q).all())
+
+    def _share_outside(
+        self, c: Collection, m: str, rows: list[Any], moms: dict[str, Moments], fresh: dict[str, Any]
+    ) -> float:
+        """Share of sampled rows whose stored score is further than the tolerance from its
+        value under the current statistics (the bound is a guarantee; this is what it guards)."""
+        unit = np.stack([unit_of(r) for r in rows]).astype(np.float64)
+        other = moms.get(other_modality(m), Moments.empty(c.dim))
+        sc = scoring.score_members(unit, moms[m], other, c.tau, c.min_count)
+        bad = np.zeros(len(rows), bool)
+        tol = fresh["tolerance"]
+        for f, new in (("conformity", sc.conformity), ("info_gain", sc.info_gain)):
+            if new is None:
+                continue
+            stored = np.array([np.nan if getattr(r, f) is None else getattr(r, f) for r in rows], float)
+            bad |= np.isfinite(stored) & (np.abs(stored - new) > tol[f])
+        return float(bad.mean()) if len(rows) else 0.0
 
     @_db
     def rescore(
@@ -534,7 +582,7 @@ class Indexer:
         return Tolerance(c.tol_conformity, c.tol_info_gain * fresh_lib.mean_info_gain(stats[m], other, c.tau))
 
     @_db
-    def freshness(self, name: str) -> dict[str, dict[str, Any]]:
+    def freshness(self, name: str, *, counts: bool = True) -> dict[str, dict[str, Any]]:
         """Per modality: how far any stored score can be from its current value (``bound``), the
         tolerance, whether it holds, and the rescore state. A modality without a freshness row
         (written before freshness was tracked) has an unknown bound."""

@@ -22,6 +22,7 @@ from indexer.cli import (
     delete_text,
     emit,
     fail,
+    freshness_text,
     ingest_summary,
     item_reads,
     opened,
@@ -206,17 +207,35 @@ def stats(collection: str, as_json: JsonOpt = False) -> None:
 
 
 def _stats_text(d: dict[str, Any]) -> str:
-    out = [f"{d['collection']}  model={d['model']}  dim={d['dim']}  tau={d['tau']}  version={d['stats_version']}"]
+    out = [f"{d['collection']}  model={d['model']}  dim={d['dim']}  version={d['stats_version']}"]
     for m, s in d["modalities"].items():
-        drift = "n/a" if s["drift"] is None else f"{s['drift']:.4f}"
         iso = s.get("isotropy", {})
         out.append(
             f"  {m:5s} count={s['count']:<8d} |mean|={s['mean_norm']:.4f} version={s['stats_version']} "
-            f"drift={drift} pending={s['pending_scores']} I1={iso.get('i1', float('nan')):.3g} "
+            f"pending={s['pending_scores']} I1={iso.get('i1', float('nan')):.3g} "
             f"I2={iso.get('i2', float('nan')):.3g} shell_rms={s['shell']['rms_radius']:.4f}"
         )
+        for f, q in s.get("score_quantiles", {}).items():
+            out.append(f"        {f:10s} typical values: 5 % {q['p5']:.3g}, median {q['p50']:.3g}, 95 % {q['p95']:.3g}")
+        fr = s.get("freshness") or {}
+        if fr.get("bound"):
+            out.append("  " + freshness_text({m: fr}).strip())
+            share = fr.get("sampled_share_outside_tolerance")
+            when = fr.get("last_rescore_at") or "never"
+            out.append(
+                f"        {fr['unchecked_rows']} rows not checked since the last rescore ({when}); "
+                + ("" if share is None else f"{100 * share:.1f} % of a sample outside tolerance")
+            )
+            if fr["outside_tolerance"]:
+                out.append(
+                    "        scores are stale beyond tolerance: run `inforank rescore "
+                    f"{d['collection']}` (or keep `inforank rescore --watch` running beside ingestion)"
+                )
     if "gap" in d:
         out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
+    q = d.get("quarantined") or {}
+    if q.get("count"):
+        out.append(f"  {q['count']} quarantined points (Qdrant refused them): see `inforank sync {d['collection']}`")
     return "\n".join(out)
 
 

@@ -195,6 +195,20 @@ class Searcher:
             self._dist[key] = _Dist(c.stats_version, mom.n, time.monotonic(), out)
         return out
 
+    def _freshness(self, c: Collection, targets: list[str]) -> dict[str, Any]:
+        """Whether the scores the filters and rerank used are within tolerance, per modality
+        (one read of at most two small rows: a rescore changes it without a new version)."""
+        fresh = self.ix.freshness(c.name, counts=False)
+        return {
+            t: {
+                "stats_version": fresh[t].get("stats_version"),
+                "within_tolerance": not fresh[t]["outside_tolerance"],
+                "bound": fresh[t].get("bound"),
+            }
+            for t in targets
+            if t in fresh
+        }
+
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
         validate(opts)
         c = self.ix.collection(collection)
@@ -206,6 +220,7 @@ class Searcher:
         applied: dict[str, Any] = {}
         queries = {t: self._maybe_align(c, q, t, opts, applied) for t in targets}
         per = {t: self._one(c, queries[t], t, opts, applied) for t in targets}
+        applied["freshness"] = self._freshness(c, targets)
         results = per[targets[0]] if len(targets) == 1 else self._mix(c, queries, per, opts, applied)
         note = None
         if len(results) < opts.k:

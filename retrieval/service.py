@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -124,6 +125,7 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     app = FastAPI(title="inforank", version="0.1.0", description=__doc__, max_body_size=lim.max_body_bytes)
     searcher = Searcher(ix)
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
+    rescorer = BackgroundRescore(ix)
     reg = CollectorRegistry()
     latency = Histogram("inforank_request_seconds", "Request latency", ["route", "method", "status"], registry=reg)
     ingested = Counter("inforank_ingested_items", "Items ingested", ["collection"], registry=reg)
@@ -217,16 +219,24 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         rep = await run_in_threadpool(ix.add, name, items, batch_size=lim.max_batch, model=model)
         ingested.labels(name).inc(len(rep.ingested))
         rejected.labels(name).inc(len(rep.rejected))
+        if rep.rescore_due:
+            rescorer.submit(name)
         return {
             "ingested": rep.ingested,
             "skipped_duplicates": rep.unchanged,
             "rejected": [r.as_dict() for r in rep.rejected],
+            "quarantined": [{"id": r.as_dict()["id"], "reason": r.reason} for r in rep.quarantined],
+            "rescored": rep.rescored,
+            "rescore_due": rep.rescore_due,
             "stats_version": rep.stats_version,
         }
 
     @app.post("/collections/{name}/delete")
     def delete(name: str, body: DeleteIn) -> dict[str, Any]:
-        return ix.delete(name, body.ids)
+        out = ix.delete(name, body.ids)
+        if out["rescore_due"]:
+            rescorer.submit(name)
+        return out
 
     @app.post("/collections/{name}/search")
     def search(name: str, body: SearchIn) -> dict[str, Any]:
@@ -259,7 +269,38 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         align_lib.off(ix, name)
         return {"alignment": "off"}
 
+    app.state.rescorer = rescorer
     return app
+
+
+class BackgroundRescore:
+    """Rescores that are too large to run inside a write, one at a time on a thread of their
+    own; searches never wait for them (their results say whether scores are within tolerance).
+    A rescore is resumable, so one cut short by a shutdown continues at the next."""
+
+    def __init__(self, ix: Indexer) -> None:
+        self.ix = ix
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inforank-rescore")
+        self.queued: set[str] = set()
+        self.lock = threading.Lock()
+        self.done: list[str] = []
+
+    def submit(self, name: str) -> None:
+        with self.lock:
+            if name in self.queued:
+                return
+            self.queued.add(name)
+        self.pool.submit(self._run, name)
+
+    def _run(self, name: str) -> None:
+        with self.lock:
+            self.queued.discard(name)
+        try:
+            if self.ix.rescore_due(name):
+                self.ix.rescore(name)
+                self.done.append(name)
+        except Exception:  # a background task must not die silently, nor take the service down
+            log.exception("background rescore of %s failed; the next write will retry", name)
 
 
 def _authorised(request: Request, key: str) -> bool:
