@@ -35,8 +35,8 @@ def coco() -> tuple[np.ndarray, np.ndarray]:
 def errors_now(ix: Indexer, name: str, m: str) -> tuple[float, float, float]:
     """Largest |stored − from scratch| of conformity and information gain, and the mean IG."""
     c = ix.collection(name)
-    st = ix.scores(name, m)
-    ids, unit, _ = ix.vectors(name, m)
+    st = ix.scores(name, m)  # ordered by item key, as the vectors below
+    _, unit, _ = ix.vectors(name, m)
     _, own = ix.moments(name, m)
     _, oth = ix.moments(name, "text" if m == "image" else "image")
     u = unit.astype(np.float64)
