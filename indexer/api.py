@@ -490,24 +490,23 @@ class Indexer:
         while True:
             with self.sessions.begin() as s:
                 lock_collection(s, c.id)
-                rows = (
-                    s.execute(
-                        select(VectorRow)
-                        .where(
-                            VectorRow.collection_id == c.id,
-                            VectorRow.checked_version.is_(None) | (VectorRow.checked_version < target),
-                        )
-                        .limit(batch_size)
+                rows = s.execute(
+                    select(*writer.SCORE_COLS)
+                    .where(
+                        VectorRow.collection_id == c.id,
+                        VectorRow.checked_version.is_(None) | (VectorRow.checked_version < target),
                     )
-                    .scalars()
-                    .all()
-                )
+                    .limit(batch_size)
+                ).all()
                 if not rows:
                     self._finish_pass(s, c, rep)
                     break
-                changed = writer.rescore_rows(s, c, list(rows), snapshot, target, skip)
-                revisions = writer.mark_dirty(s, c.id, [r.item_key for r in changed])
-                scores = [(r.item_key, r.modality, r.conformity, r.info_gain, r.scores_version) for r in changed]
+                changed = writer.rescore_rows(s, c, rows, snapshot, target, skip)
+                revisions = writer.mark_dirty(s, c.id, [r["item_key"] for r in changed])
+                scores = [
+                    (r["item_key"], r["modality"], r["conformity"], r["info_gain"], r["scores_version"])
+                    for r in changed
+                ]
             rep.checked += len(rows)
             rep.rescored += len(changed)
             if push_scores(self.sessions, self.store, c, scores, revisions).pushed < len(revisions):

@@ -361,14 +361,14 @@ def fill_pending(
     ready = [m for m in c.modalities if computable(c, stats, m)]
     if not ready:
         return {}
-    q = select(VectorRow).where(
+    q = select(*SCORE_COLS).where(
         VectorRow.collection_id == c.id, VectorRow.modality.in_(ready), VectorRow.scores_version.is_(None)
     )
-    rows = list(session.execute(q).scalars().all())
+    rows = list(session.execute(q).all())
     snapshot = {m: mom for m, (_, mom) in stats.items()}
     done = {m: len([r for r in rows if r.modality == m]) for m in ready}
     changed = rescore_rows(session, c, rows, snapshot, version)
-    mark_dirty(session, c.id, [r.item_key for r in changed])
+    mark_dirty(session, c.id, [r["item_key"] for r in changed])
     return {m: n for m, n in done.items() if n}
 
 
@@ -379,20 +379,26 @@ def computable(c: Collection, stats: dict[str, tuple[int, Moments]], m: str) -> 
     return own.n >= 2 and other.n >= c.min_count
 
 
+#: the columns :func:`rescore_rows` reads (Core rows: no ORM bookkeeping on a full pass)
+SCORE_COLS = (VectorRow.item_key, VectorRow.modality, VectorRow.vector, VectorRow.conformity, VectorRow.info_gain)
+
+
 def rescore_rows(
     session: Session,
     c: Collection,
-    rows: list[VectorRow],
+    rows: Sequence[Any],
     stats: dict[str, Moments],
     version: int,
     skip: dict[str, Shift] | None = None,
-) -> list[VectorRow]:
-    """Score ``rows`` with the statistics ``stats`` (of version ``version``): every row is
-    checked at ``version``; a row whose stored scores differ from the new ones by more than
-    ``skip`` (per modality; None: any difference) gets them. Conformity needs two items of the
-    modality, information gain ``min_count`` of the other; what is not computable stays as it
-    is. Returns the rows whose scores changed (their points need a push)."""
-    changed: list[VectorRow] = []
+) -> list[dict[str, Any]]:
+    """Score ``rows`` (of :data:`SCORE_COLS`) with the statistics ``stats`` of version
+    ``version``: every row is checked at ``version``; a row whose stored scores differ from the
+    new ones by more than ``skip`` (per modality; None: any difference) gets them. Conformity
+    needs two items of the modality, information gain ``min_count`` of the other; what is not
+    computable stays as it is. Two bulk statements; returns the new values of the rows that
+    changed (their points need a push)."""
+    changed: list[dict[str, Any]] = []
+    confirmed: dict[str, list[str]] = defaultdict(list)
     for m in c.modalities:
         mine = [r for r in rows if r.modality == m]
         if not mine:
@@ -407,13 +413,32 @@ def rescore_rows(
             ig = None if sc.info_gain is None else float(sc.info_gain[j])
             moved = _moved(r.conformity, conf, tol.conformity) or _moved(r.info_gain, ig, tol.info_gain)
             if skip is None or moved:
-                if conf is not None:
-                    r.conformity = conf
-                if ig is not None:
-                    r.info_gain = ig
-                r.scores_version = version if conf is not None and ig is not None else None
-                changed.append(r)
-            r.checked_version = version
+                changed.append(
+                    {
+                        "collection_id": c.id,
+                        "item_key": r.item_key,
+                        "modality": m,
+                        "conformity": r.conformity if conf is None else conf,
+                        "info_gain": r.info_gain if ig is None else ig,
+                        "scores_version": version if conf is not None and ig is not None else None,
+                        "checked_version": version,
+                    }
+                )
+            else:
+                confirmed[m].append(r.item_key)
+    if changed:
+        session.execute(update(VectorRow), changed)  # bulk UPDATE by primary key
+    for m, keys in confirmed.items():
+        for start in range(0, len(keys), IN_CHUNK):
+            session.execute(
+                update(VectorRow)
+                .where(
+                    VectorRow.collection_id == c.id,
+                    VectorRow.modality == m,
+                    VectorRow.item_key.in_(keys[start : start + IN_CHUNK]),
+                )
+                .values(checked_version=version)
+            )
     return changed
 
 
@@ -473,15 +498,17 @@ def set_bound(f: FreshnessRow, c: Collection, now: dict[str, Moments], m: str, s
 
 
 def mark_dirty(session: Session, cid: int, keys: Sequence[str]) -> dict[str, int]:
-    """Mark points dirty with a new revision; returns each point's new revision."""
-    if not keys:
-        return {}
-    out = {}
-    for p in _rows(session, PointRow, cid, list(dict.fromkeys(keys))):
-        p.dirty = True
-        p.quarantine = None
-        p.revision = (p.revision or 0) + 1
-        out[p.item_key] = p.revision
+    """Mark points dirty with a new revision (a rewrite also retries a quarantined point);
+    returns each point's new revision."""
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, int] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        chunk = keys[start : start + IN_CHUNK]
+        where = (PointRow.collection_id == cid, PointRow.item_key.in_(chunk))
+        session.execute(
+            update(PointRow).where(*where).values(dirty=True, quarantine=None, revision=PointRow.revision + 1)
+        )
+        out.update((k, r) for k, r in session.execute(select(PointRow.item_key, PointRow.revision).where(*where)))
     return out
 
 

@@ -203,7 +203,7 @@ def test_growing_a_collection_costs_o_n_rescoring(tmp_path: Path, monkeypatch: p
         img = img + np.linspace(0, 3, n // 2)[:, None]  # the data drifts as it arrives: statistics keep moving
         for s in range(0, n // 2, batch // 2):
             ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(s, s + batch // 2)])
-        work = sum(checked) - n  # rows scored on their own write are not rescoring work
+        work = sum(checked)  # rows read by pending fills and rescores (a new row is scored on its write)
         limit = n * (1 + BUDGET) / BUDGET + fresh_below**2 / (2 * batch) * 2
         assert 0 < work <= limit, (work, limit)
     finally:
