@@ -34,7 +34,8 @@ def _pairs(n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _grow(root: Path, img: np.ndarray, txt: np.ndarray, batch: int, auto: bool) -> dict[str, float]:
     """Ingest the pairs in batches of ``batch`` items (half images, half texts); count the rows
-    the policy read and rewrote beyond each row's own first scoring."""
+    the policy read and rewrote beyond each row's own first scoring (rescores due beyond the
+    inline limit run right after the write, as the service's background thread would)."""
     ix = Indexer(f"sqlite:///{root / 'f.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=auto)
     checked: list[int] = []
     real = writer.rescore_rows
@@ -47,6 +48,8 @@ def _grow(root: Path, img: np.ndarray, txt: np.ndarray, batch: int, auto: bool) 
         for s in range(0, n, half):
             rep = ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(s, min(s + half, n))])
             rewritten += rep.rescored
+            if rep.rescore_due:  # too large for the write itself: what the service's background
+                rewritten += ix.rescore("c").rescored  # thread or `rescore --watch` does next
         wall = time.perf_counter() - t
         fresh = ix.freshness("c")
         return {
