@@ -24,11 +24,10 @@ from indexer.store import QdrantLocation
 from indexer.store.edge import EdgeStore
 
 
-def _pairs(n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(n_pairs: int, drift: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     img = clip_like(n_pairs, seed=1, shift=0)
     txt = clip_like(n_pairs, seed=2, shift=1)
-    drift = np.linspace(0.0, 0.3, n_pairs, dtype=np.float32)[:, None]
-    img[:, 2:3] += drift  # later items lean one way: the statistics keep moving
+    img[:, 2:3] += np.linspace(0.0, drift, n_pairs, dtype=np.float32)[:, None]  # later items lean one way
     return img, txt
 
 
@@ -113,6 +112,8 @@ def run(n: int = 100_000, batch: int = 1000) -> dict:
         (root / "c").mkdir()
         without = _grow(root / "a", img, txt, batch, auto=False)
         with_policy = _grow(root / "b", img, txt, batch, auto=True)
+        (root / "d").mkdir()
+        stationary = _grow(root / "d", *_pairs(n // 2, drift=0.0), batch, auto=True)
         rescore = _rescore_vs_payload(root / "c", img, txt)
     return report(
         "freshness",
@@ -122,6 +123,7 @@ def run(n: int = 100_000, batch: int = 1000) -> dict:
             "growth_without_policy": without,
             "growth_with_policy": with_policy,
             "wall_ratio_policy": with_policy["wall_s"] / without["wall_s"],
+            "growth_with_policy_stationary_stream": stationary,
             "rescore_vs_plain_payload_update": rescore,
         },
     )

@@ -27,6 +27,7 @@ EXIT = {
     errors.InvalidInputError: 2,
     errors.NotFoundError: 3,
     errors.ConflictError: 4,
+    errors.UnauthorizedError: 2,
     errors.ModelUnavailableError: 5,
     errors.StorageError: 6,
 }

@@ -7,6 +7,7 @@
     │   └── InvalidQueryError        bad search parameters (k, filters, fields)
     ├── NotFoundError                unknown collection, item or alignment map
     ├── ConflictError                collection exists, model identity mismatch
+    ├── UnauthorizedError            the service refused the API key
     ├── ModelUnavailableError        open_clip weights cannot be loaded (offline, missing extra)
     └── StorageError                 Qdrant or the database failed underneath us
 
@@ -44,6 +45,10 @@ class NotFoundError(InforankError, LookupError):
 
 class ConflictError(InforankError):
     """The request contradicts what is stored (existing collection, model identity)."""
+
+
+class UnauthorizedError(InforankError):
+    """The inforank service refused the request's API key (HTTP 401)."""
 
 
 class ModelUnavailableError(InforankError):

@@ -17,7 +17,7 @@ from indexer import errors
 
 _BY_STATUS: dict[int, type[errors.InforankError]] = {
     400: errors.InvalidInputError,
-    401: errors.InvalidInputError,
+    401: errors.UnauthorizedError,
     404: errors.NotFoundError,
     409: errors.ConflictError,
     413: errors.InvalidInputError,
@@ -48,10 +48,16 @@ def _raise(r: httpx.Response) -> Any:
     if r.status_code < 400:
         return r.json()
     try:
-        detail = r.json().get("detail", r.text)
-    except ValueError:
-        detail = r.text
-    cls = _BY_STATUS.get(r.status_code, errors.StorageError)
+        body = r.json()
+        detail, name = body.get("detail", r.text), body.get("error")
+    except (ValueError, AttributeError):
+        detail, name = r.text, None
+    # the service names the library's exception class: rebuild the same one where it is ours
+    named = getattr(errors, name, None) if isinstance(name, str) else None
+    if isinstance(named, type) and issubclass(named, errors.InforankError):
+        cls = named
+    else:
+        cls = _BY_STATUS.get(r.status_code, errors.StorageError)
     raise cls(f"HTTP {r.status_code}: {detail}")
 
 

@@ -33,3 +33,15 @@ def test_dependencies_point_one_way():
             if s.startswith(("import retrieval", "from retrieval")):
                 offenders.append(p)
     assert offenders == []
+
+
+def test_the_client_loads_only_httpx_and_numpy():
+    """A backend that queries over HTTP must not pay for SQLAlchemy, Alembic, scipy, Qdrant or torch."""
+    heavy = ("sqlalchemy", "alembic", "scipy", "qdrant_client", "qdrant_edge", "torch", "fastapi", "matplotlib")
+    code = (
+        "import sys; from retrieval.client import Client, AsyncClient; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
