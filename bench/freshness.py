@@ -51,7 +51,11 @@ def _grow(root: Path, img: np.ndarray, txt: np.ndarray, batch: int, auto: bool) 
                 rewritten += ix.rescore("c").rescored  # thread or `rescore --watch` does next
         wall = time.perf_counter() - t
         fresh = ix.freshness("c")
+        st = ix.stats("c", sample=4000)["modalities"]
         return {
+            "sampled_share_outside_tolerance": {
+                m: st[m]["freshness"].get("sampled_share_outside_tolerance") for m in ("image", "text")
+            },
             "items": 2 * n,
             "wall_s": wall,
             "rows_checked_by_policy": sum(checked),

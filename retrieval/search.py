@@ -146,6 +146,8 @@ def _all_finite(v: Any) -> bool:
     return True
 
 
+#: the freshness shown with results is at most this old (a rescore changes it without a new version)
+FRESHNESS_SECONDS = 1.0
 #: the score distribution is re-read when the modality's count moved by this fraction …
 REFRESH_FRACTION = 0.01
 #: … or when it is older than this many seconds (and the statistics changed meanwhile).
@@ -164,6 +166,7 @@ class Searcher:
     def __init__(self, ix: Indexer) -> None:
         self.ix = ix
         self._dist: dict[tuple[int, str], _Dist] = {}
+        self._fresh: dict[int, tuple[int, float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
@@ -196,18 +199,26 @@ class Searcher:
         return out
 
     def _freshness(self, c: Collection, targets: list[str]) -> dict[str, Any]:
-        """Whether the scores the filters and rerank used are within tolerance, per modality
-        (one read of at most two small rows: a rescore changes it without a new version)."""
-        fresh = self.ix.freshness(c.name, counts=False)
-        return {
-            t: {
-                "stats_version": fresh[t].get("stats_version"),
-                "within_tolerance": not fresh[t]["outside_tolerance"],
-                "bound": fresh[t].get("bound"),
+        """Whether the scores the filters and rerank used are within tolerance, per modality.
+        Re-read when the statistics moved, or after a second (a rescore changes it without a
+        new version): not a query per search."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._fresh.get(c.id)
+        if hit is None or hit[0] != c.stats_version or now - hit[1] > FRESHNESS_SECONDS:
+            fresh = self.ix.freshness(c.name, counts=False)
+            brief = {
+                m: {
+                    "stats_version": f.get("stats_version"),
+                    "within_tolerance": not f["outside_tolerance"],
+                    "bound": f.get("bound"),
+                }
+                for m, f in fresh.items()
             }
-            for t in targets
-            if t in fresh
-        }
+            hit = (c.stats_version, now, brief)
+            with self._lock:
+                self._fresh[c.id] = hit
+        return {t: hit[2][t] for t in targets if t in hit[2]}
 
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
         validate(opts)
