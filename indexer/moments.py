@@ -8,6 +8,7 @@ batch (deletes, updates). Everything is float64. Covariance is the *population* 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -107,12 +108,13 @@ class Moments:
             norm_sq_sum=self.norm_sq_sum - part.norm_sq_sum,
         )
 
-    @property
+    @cached_property
     def covariance(self) -> F64:
-        """Population covariance ``M2 / n`` of the normalised vectors."""
-        if self.n == 0:
-            return np.zeros_like(self.m2)
-        return self.m2 / self.n
+        """Population covariance ``M2 / n`` of the normalised vectors (computed once: scoring,
+        freshness bounds and calibration all read it, 2 MB at d = 512)."""
+        out = np.zeros_like(self.m2) if self.n == 0 else self.m2 / self.n
+        out.flags.writeable = False  # shared by every reader of this aggregate
+        return out
 
     @property
     def mean_norm(self) -> float:

@@ -1,0 +1,170 @@
+"""Ingest under concurrent load: 16 clients posting batches to one `inforank serve` backed by
+PostgreSQL (Qdrant Edge for points), per-request latency p50/p99 and items/s; and where one
+writer's time under the collection lock goes, from a single-writer profile in the same run.
+
+    python -m bench.ingest_load [--clients 16] [--requests 12] [--batch 64] [--pg URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+
+from bench.common import clip_like, report
+from bench.search import _free_port, _pct
+
+
+def _database(admin: str) -> str:
+    name = f"inforank_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return admin.rpartition("/")[0] + "/" + name
+
+
+def _drop(admin: str, url: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+
+
+def load(admin: str, clients: int, per_client: int, batch: int) -> dict:
+    db = _database(admin)
+    data = Path(tempfile.mkdtemp())
+    port = _free_port()
+    env = {**os.environ, "INFORANK_DATA_DIR": str(data), "INFORANK_DATABASE_URL": db}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        httpx.post(url + "/collections", json={"name": "load", "dim": 512}, timeout=30).raise_for_status()
+        n = clients * per_client * batch
+        img, txt = clip_like(n, seed=5), clip_like(n, seed=6, shift=1)
+        # a warm collection first, so every timed request is a steady-state write
+        warm = [{"id": f"w{i}", "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(256)]
+        httpx.post(url + "/collections/load/items", json={"items": warm}, timeout=120).raise_for_status()
+        lat: list[float] = []
+        errors = 0
+        lock = threading.Lock()
+
+        def worker(k: int) -> None:
+            nonlocal errors
+            with httpx.Client(base_url=url, timeout=120) as c:
+                for j in range(per_client):
+                    s = (k * per_client + j) * batch
+                    items = [{"id": i, "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(s, s + batch)]
+                    t = time.perf_counter()
+                    r = c.post("/collections/load/items", json={"items": items})
+                    with lock:
+                        lat.append(time.perf_counter() - t)
+                        errors += r.status_code != 200
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(600)
+        wall = time.perf_counter() - t0
+        return {
+            "clients": clients,
+            "requests": len(lat),
+            "batch_pairs": batch,
+            "errors": errors,
+            "pairs_per_s": len(lat) * batch / wall,
+            "max_ms": float(np.max(lat) * 1e3),
+            **_pct(lat),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        _drop(admin, db)
+
+
+def lock_profile(admin: str, batch: int, batches: int = 12) -> dict:
+    """One writer, the same batches: time inside the write's transaction (lock held from the
+    collection lock to commit), split by phase with the profiler."""
+    import cProfile
+    import pstats
+
+    from indexer import writer
+    from indexer.api import Indexer
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    db = _database(admin)
+    data = Path(tempfile.mkdtemp())
+    ix = Indexer(db, QdrantLocation(edge_path=str(data / "q")))
+    try:
+        ix.create_collection("p", dim=512)
+        n = batch * (batches + 4)
+        img, txt = clip_like(n, seed=7), clip_like(n, seed=8, shift=1)
+        ix.add("p", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(4 * batch)], batch_size=4 * batch)
+        prof = cProfile.Profile()
+        real = writer.write
+
+        def profiled(*a, **k):  # type: ignore[no-untyped-def]
+            return prof.runcall(real, *a, **k)
+
+        writer.write = profiled  # type: ignore[assignment]
+        t = time.perf_counter()
+        for b in range(4, 4 + batches):
+            ix.add("p", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(b * batch, (b + 1) * batch)])
+        total = time.perf_counter() - t
+        writer.write = real  # type: ignore[assignment]
+        st = pstats.Stats(prof)
+        cum = {f"{Path(k[0]).name}:{k[2]}": v[3] for k, v in st.stats.items()}  # type: ignore[attr-defined]
+
+        def ms(*names: str) -> float:
+            return 1e3 * sum(cum.get(n, 0.0) for n in names) / batches
+
+        return {
+            "batch_pairs": batch,
+            "add_ms_per_batch": 1e3 * total / batches,
+            "write_txn_ms_per_batch": ms("writer.py:write"),
+            "lock_wait_and_read_rows_ms": ms("writer.py:lock_collection", "writer.py:_rows"),
+            "record_rows_ms": ms("writer.py:_record"),
+            "touch_points_ms": ms("writer.py:_touch_points"),
+            "write_statistics_ms": ms("statstore.py:write_moments"),
+            "merge_moments_ms": ms("writer.py:_batch_moments"),
+            "freshness_ms": ms("writer.py:track_freshness"),
+        }
+    finally:
+        ix.close()
+        _drop(admin, db)
+
+
+def run(admin: str, clients: int = 16, per_client: int = 12, batch: int = 64) -> dict:
+    return report(
+        "ingest_load",
+        {"load": load(admin, clients, per_client, batch), "one_writer": lock_profile(admin, batch)},
+    )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--requests", type=int, default=12, help="requests per client")
+    p.add_argument("--batch", type=int, default=64, help="pairs per request")
+    a = p.parse_args()
+    run(a.pg, a.clients, a.requests, a.batch)
