@@ -37,13 +37,17 @@ def _drop(admin: str, url: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
 
 
-def load(admin: str, clients: int, per_client: int, batch: int) -> dict:
+def load(admin: str, clients: int, per_client: int, batch: int, code: Path | None = None) -> dict:
+    """``code``: a checkout of another inforank version to serve instead (a same-run baseline)."""
     db = _database(admin)
     data = Path(tempfile.mkdtemp())
     port = _free_port()
     env = {**os.environ, "INFORANK_DATA_DIR": str(data), "INFORANK_DATABASE_URL": db}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     proc = subprocess.Popen(
         [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+        cwd=code,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -153,11 +157,11 @@ def lock_profile(admin: str, batch: int, batches: int = 12) -> dict:
         _drop(admin, db)
 
 
-def run(admin: str, clients: int = 16, per_client: int = 12, batch: int = 64) -> dict:
-    return report(
-        "ingest_load",
-        {"load": load(admin, clients, per_client, batch), "one_writer": lock_profile(admin, batch)},
-    )
+def run(admin: str, clients: int = 16, per_client: int = 12, batch: int = 64, baseline: Path | None = None) -> dict:
+    out = {"load": load(admin, clients, per_client, batch), "one_writer": lock_profile(admin, batch)}
+    if baseline is not None:
+        out["baseline_load"] = load(admin, clients, per_client, batch, code=baseline)
+    return report("ingest_load", out)
 
 
 if __name__ == "__main__":
@@ -166,5 +170,6 @@ if __name__ == "__main__":
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=12, help="requests per client")
     p.add_argument("--batch", type=int, default=64, help="pairs per request")
+    p.add_argument("--baseline", type=Path, help="a checkout of another version, served the same load after")
     a = p.parse_args()
-    run(a.pg, a.clients, a.requests, a.batch)
+    run(a.pg, a.clients, a.requests, a.batch, a.baseline)

@@ -465,7 +465,24 @@ def serve(
 
     s = Settings()
     with opened() as ix:
+        # requests never wait for a rescore: due ones run on the service's background thread
+        ix.rescore_inline_limit = 0
+        typer.echo(
+            f"inforank serving on http://{host}:{port} (docs at /docs, auth {'on' if s.api_key else 'off'}); "
+            f"database {_safe_url(ix.database_url)}; {ix.location.describe()}",
+            err=True,
+        )
         uvicorn.run(create_app(ix, api_key=s.api_key), host=host, port=port, log_level="warning")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"
 
 
 def main() -> None:

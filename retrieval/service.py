@@ -273,6 +273,10 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     return app
 
 
+#: rows per transaction of a background rescore (each holds the collection's write lock)
+BACKGROUND_BATCH = 256
+
+
 class BackgroundRescore:
     """Rescores that are too large to run inside a write, one at a time on a thread of their
     own; searches never wait for them (their results say whether scores are within tolerance).
@@ -297,7 +301,8 @@ class BackgroundRescore:
             self.queued.discard(name)
         try:
             if self.ix.rescore_due(name):
-                self.ix.rescore(name)
+                # small batches: each holds the collection lock briefly, so writers interleave
+                self.ix.rescore(name, batch_size=BACKGROUND_BATCH)
                 self.done.append(name)
         except Exception:  # a background task must not die silently, nor take the service down
             log.exception("background rescore of %s failed; the next write will retry", name)
