@@ -284,7 +284,10 @@ def delete(
         run_remote(collection, parsed, as_json)
         return
     with opened() as ix:
-        emit(ix.delete(collection, parsed), as_json, delete_text)
+        out = ix.delete(collection, parsed)
+        emit(out, as_json, delete_text)
+    if out["missing"]:  # like rejected items: the command did not do all it was asked
+        raise typer.Exit(REJECTED_EXIT)
 
 
 def delete_text(d: dict[str, Any]) -> str:
@@ -457,13 +460,17 @@ def sync_text(d: dict[str, Any]) -> str:
 
 
 @app.command()
-def drop(collection: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+def drop(
+    collection: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Delete a collection and its Qdrant points. Example: inforank drop photos --yes"""
     if not yes:
         typer.confirm(f"Drop collection {collection} and all its points?", abort=True)
     if (run_remote := remote("drop")) is not None:
-        run_remote(collection)
+        run_remote(collection, as_json)
         return
     with opened() as ix:
         ix.drop_collection(collection)
-        typer.echo(f"dropped {collection}")
+        emit({"dropped": collection}, as_json, lambda d: f"dropped {d['dropped']}")

@@ -14,6 +14,7 @@ import typer
 
 from indexer import errors
 from indexer.cli import (
+    REJECTED_EXIT,
     REMOTE,
     IngestArgs,
     app,
@@ -314,7 +315,10 @@ def _wire(it: Item) -> dict[str, Any]:
 
 def _remote_delete(url: str, collection: str, ids: list[str | int], as_json: bool) -> None:
     with _client(url) as cl:
-        emit(cl.delete(collection, ids), as_json, delete_text)
+        out = cl.delete(collection, ids)
+    emit(out, as_json, delete_text)
+    if out["missing"]:
+        raise typer.Exit(REJECTED_EXIT)
 
 
 def _remote_create(url: str, name: str, spec: dict[str, Any], as_json: bool) -> None:
@@ -335,10 +339,10 @@ def _remote_rescore(url: str, collection: str, all_: bool, as_json: bool) -> Non
     emit(d, as_json, rescore_text)
 
 
-def _remote_drop(url: str, collection: str) -> None:
+def _remote_drop(url: str, collection: str, as_json: bool) -> None:
     with _client(url) as cl:
         cl.drop(collection)
-    typer.echo(f"dropped {collection}")
+    emit({"dropped": collection}, as_json, lambda d: f"dropped {d['dropped']}")
 
 
 REMOTE.update(
@@ -405,7 +409,7 @@ def _maps_text(rs: list[dict[str, Any]]) -> str:
 
 
 @align_app.command("off")
-def align_off(collection: str) -> None:
+def align_off(collection: str, as_json: JsonOpt = False) -> None:
     """Deactivate alignment. Example: inforank align off photos"""
     if remote_url := Settings().url:
         with _client(remote_url) as cl:
@@ -413,7 +417,7 @@ def align_off(collection: str) -> None:
     else:
         with opened() as ix:
             align_lib.off(ix, collection)
-    typer.echo("alignment off")
+    emit({"collection": collection, "alignment": "off"}, as_json, lambda d: "alignment off")
 
 
 @app.command()

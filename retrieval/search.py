@@ -247,8 +247,28 @@ class Searcher:
 
         amap = active_map(self.ix, c.name)
         if amap is None:
+            from retrieval.align import status
+
+            fits = status(self.ix, c.name)
+            if fits:
+                last = fits[-1]
+                m = last["metrics"]
+                t2i = m.get("text_to_image", {})
+                before = t2i.get("plain", {}).get("r@1", float("nan"))
+                after = t2i.get("aligned", {}).get("r@1", float("nan"))
+                why = (
+                    f"the last map (version {last['version']}) was switched off"
+                    if m.get("activated")
+                    else f"the last fit (version {last['version']}) was declined: held-out text→image "
+                    f"recall@1 would fall from {before:.3f} to {after:.3f}"
+                )
+                raise InvalidQueryError(
+                    f"Collection {c.name!r} has no active alignment map: {why}. Search without --align, or "
+                    f"activate a map anyway with `inforank align fit {c.name} --force`."
+                )
             raise InvalidQueryError(
-                f"Collection {c.name!r} has no active alignment map: run `inforank align fit {c.name}`."
+                f"Collection {c.name!r} has no alignment map yet: run `inforank align fit {c.name}` "
+                "(it is activated only if it helps on held-out pairs)."
             )
         applied["alignment_version"] = amap.version
         return amap.apply(q)
@@ -280,6 +300,11 @@ class Searcher:
                 cut = percentile_of_sorted(vals, o.exclude_bottom_info_gain_pct)
                 applied[f"{t}_info_gain_cutoff"] = cut
                 must_not.append({"key": f"{t}_info_gain", "range": {"lt": cut}})
+            else:
+                applied.setdefault("skipped", []).append(
+                    f"exclude_bottom_info_gain_pct on {t}: no {t} has an information gain yet (it needs "
+                    f"{c.min_count} items of the other modality), so nothing was excluded"
+                )
         if not must and not must_not:
             return (user or None), None
         out: dict[str, Any] = {"must": must + ([user] if user else [])}

@@ -110,6 +110,7 @@ def test_vector_formats_and_json_summary(tmp_path: Path):
     assert code == 0 and len(res["results"]) == 3 and all(r["payload"]["lang"] == "en" for r in res["results"])
     code, out = run("delete", "c", "--ids", "x1,x2,zz", "--json")
     d = json.loads(out)
+    assert code == 1  # an id that was not there: the command did not do all it was asked
     assert (d["deleted"], d["missing"], d["replayed"]) == (["x1", "x2"], ["zz"], 0)
     code, out = run("validate", "c", "--sample", "20", "--json")
     assert code == 0 and set(json.loads(out)["modalities"]) == {"image", "text"}
@@ -135,3 +136,21 @@ def test_errors_have_exit_codes_and_messages(tmp_path: Path, args, code, message
     Path("t.txt").write_text("hello\n")
     got, out = run(*args)
     assert got == code and message in out
+
+
+def test_a_filter_that_cannot_apply_yet_says_so(tmp_path):
+    """Images only: no information gain exists yet, so a bottom-percentile exclusion removes
+    nothing; the answer says it skipped it instead of silently doing nothing."""
+    assert run("create", "c", "--dim", "4")[0] == 0
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(10, 4)) + 2)
+    assert run("ingest", "c", "--vectors", str(tmp_path / "v.npy"), "--modality", "image")[0] == 0
+    np.save(tmp_path / "q.npy", np.ones(4))
+    code, out = run("search", "c", "--vector", str(tmp_path / "q.npy"), "--exclude-bottom-info-gain-pct", "5", "--json")
+    skipped = json.loads(out)["applied"]["skipped"]
+    assert code == 0 and "no image has an information gain yet" in skipped[0]
+
+
+def test_drop_speaks_json(tmp_path):
+    assert run("create", "c", "--dim", "4")[0] == 0
+    code, out = run("drop", "c", "--yes", "--json")
+    assert code == 0 and json.loads(out) == {"dropped": "c"}

@@ -166,13 +166,15 @@ def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer
     mixed = m.metrics["mixed_top1"]
     assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
     assert align.active_map(coco_ix, "c") is None
+    with pytest.raises(InvalidQueryError, match=r"declined: held-out text→image recall@1 would fall .* --force"):
+        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
     forced = align.fit(coco_ix, "c", force=True, repeats=1)
     assert forced.active and forced.version == 2
     assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
     res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
     assert res.applied["alignment_version"] == 2
     align.off(coco_ix, "c")
-    with pytest.raises(InvalidQueryError, match="no active alignment map"):
+    with pytest.raises(InvalidQueryError, match=r"no active alignment map: the last map .* was switched off"):
         Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
 
 

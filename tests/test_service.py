@@ -233,7 +233,7 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         assert again["ingested"] == 0 and again["skipped_duplicates"] == 6
         out = cli("delete", "c", "--ids", "r0,r1,nope")
         d = json.loads(out.stdout)
-        assert out.returncode == 0 and (d["deleted"], d["missing"]) == (["r0", "r1"], ["nope"])
+        assert out.returncode == 1 and (d["deleted"], d["missing"]) == (["r0", "r1"], ["nope"])
         with Client(url, api_key="k") as c:
             assert c.stats("c")["modalities"]["image"]["count"] == 34
         # the catalog, rescore and alignment commands too
