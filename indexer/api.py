@@ -377,6 +377,21 @@ class Indexer:
         }
 
     @_db
+    def score_values(self, name: str, modality: str) -> dict[str, np.ndarray]:
+        """The stored conformity and information gain of one modality, unordered, NaN where
+        pending: two float columns of one table, for distributions (no ids, metadata or join)."""
+        c = self.collection(name)
+        with self.sessions() as s:
+            rows = s.execute(
+                select(VectorRow.conformity, VectorRow.info_gain).where(
+                    VectorRow.collection_id == c.id, VectorRow.modality == modality
+                )
+            ).all()
+        a = np.array([(np.nan if x is None else x, np.nan if y is None else y) for x, y in rows], float)
+        a = a.reshape(-1, 2)
+        return {"conformity": a[:, 0], "info_gain": a[:, 1]}
+
+    @_db
     def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:
         """Per modality: count, mean norm, version, drift, diagnostics; and the gap."""
         c = self.collection(name)

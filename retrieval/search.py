@@ -188,7 +188,7 @@ class Searcher:
             and (time.monotonic() - d.at < REFRESH_SECONDS)
         ):
             return d.fields
-        s = self.ix.scores(c.name, m)
+        s = self.ix.score_values(c.name, m)
         out = {}
         for f in ("conformity", "info_gain"):
             v = np.sort(s[f][np.isfinite(s[f])])

@@ -98,6 +98,9 @@ class VectorRow(Base):
     __table_args__ = (
         Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
         Index("ix_item_vectors_checked", "collection_id", "checked_version"),
+        # covers the score distribution (percentile cut-offs, rerank scale): read from the index
+        # alone, never from the 2 KB rows
+        Index("ix_item_vectors_score_values", "collection_id", "modality", "info_gain", "conformity"),
     )
 
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)

@@ -1,4 +1,4 @@
-"""freshness: per-modality bounds on stored scores, checked_version, tolerances
+"""freshness: per-modality bounds on stored scores, checked_version, tolerances, score index
 
 Revision ID: 0003
 Revises: 0002
@@ -40,10 +40,14 @@ def upgrade() -> None:
     with op.batch_alter_table("item_vectors") as batch:
         batch.add_column(sa.Column("checked_version", sa.BigInteger(), nullable=True))
         batch.create_index("ix_item_vectors_checked", ["collection_id", "checked_version"])
+        batch.create_index(
+            "ix_item_vectors_score_values", ["collection_id", "modality", "info_gain", "conformity"]
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("item_vectors") as batch:
+        batch.drop_index("ix_item_vectors_score_values")
         batch.drop_index("ix_item_vectors_checked")
         batch.drop_column("checked_version")
     with op.batch_alter_table("collections") as batch:
