@@ -37,8 +37,20 @@ def concurrent_writer(db_url: str, start: int, stop: int, batch: int) -> None:
     ix.close()
 
 
+def rescorer(db_url: str, edge: str, batch: int) -> None:
+    """A full rescore in small batches, reporting each: the process the rescore crash test kills."""
+    ix = Indexer(db_url, QdrantLocation(edge_path=edge))
+    ix.rescore("c", all=True, batch_size=batch, progress=lambda k: print("batch", flush=True))
+    print("done", flush=True)
+    ix.close()
+
+
 def main() -> None:
-    """``python -m tests.workers DB_URL EDGE_PATH N BATCH``: the process the crash test kills."""
+    """``python -m tests.workers DB_URL EDGE_PATH N BATCH``: the process the crash test kills
+    (``python -m tests.workers rescore DB_URL EDGE_PATH BATCH``: the rescore it kills)."""
+    if sys.argv[1] == "rescore":
+        rescorer(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     db_url, edge, n, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     ix = Indexer(db_url, QdrantLocation(edge_path=edge))
     if not any(c.name == "c" for c in ix.collections()):
