@@ -50,6 +50,9 @@ class Item:
     hashes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     point_id: str | None = None  # an existing Qdrant id (attach); default: derived from the id
+    #: where the item stands in its input (0-based row, or line of a JSON-lines file), so a
+    #: rejection points at it; None: its position in the stream handed to ``Indexer.add``
+    position: int | None = None
 
 
 def vector_hash(v: NDArray[np.floating]) -> str:

@@ -74,7 +74,7 @@ def _rows(vecs: np.ndarray, ids: list[Any] | None, modality: str) -> Iterator[Re
     if ids is not None and len(ids) != len(vecs):
         raise InvalidInputError(f"{len(ids)} ids for {len(vecs)} vectors: the counts must match.")
     for i, v in enumerate(vecs):
-        yield Item({modality: v}, id=None if ids is None else _id(ids[i]))
+        yield Item({modality: v}, id=None if ids is None else _id(ids[i]), position=i)
 
 
 def _id(v: Any) -> Any:
@@ -102,6 +102,7 @@ def _parquet(path: Path, modality: str) -> Iterator[Read]:
             {modality: np.asarray(v, dtype=np.float64)},
             id=data.get("id", [None] * (i + 1))[i],
             metadata=meta,
+            position=i,
         )
 
 
@@ -118,7 +119,7 @@ def _jsonl_vectors(path: Path, modality: str) -> Iterator[Read]:
         except (TypeError, ValueError):
             yield Rejection(lineno, rec.get("id"), f"line {lineno + 1}: 'vector' is not numeric")
             continue
-        yield Item({modality: vec}, id=rec.get("id"), metadata=rec.get("metadata") or {})
+        yield Item({modality: vec}, id=rec.get("id"), metadata=rec.get("metadata") or {}, position=lineno)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | Rejection]]:

@@ -61,13 +61,14 @@ def text_items(path: Path, encoder: Encoder, batch: int = 64) -> Iterator[Read]:
 
 def _encode_texts(buf: list[tuple[int, Any, str, dict[str, Any]]], enc: Encoder) -> Iterator[Read]:
     vecs = enc.encode_texts([t for _, _, t, _ in buf])
-    for (_, uid, text, meta), v in zip(buf, vecs, strict=True):
+    for (lineno, uid, text, meta), v in zip(buf, vecs, strict=True):
         yield Item(
             {"text": v},
             id=uid,
             metadata=meta,
             hashes={"text": text_hash(text)},
             sources={"text": text},
+            position=lineno,
         )
 
 
@@ -98,6 +99,7 @@ def image_items(root: Path, encoder: Encoder, batch: int | None = None) -> Itera
                 metadata={},
                 hashes={"image": h},
                 sources={"image": str(p.resolve())},
+                position=start + j,
             )
 
 

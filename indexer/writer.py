@@ -165,7 +165,7 @@ def _validate(c: Collection, items: Sequence[Item], offset: int) -> tuple[list[_
             if key in seen:
                 raise InvalidItemError(f"id {uid!r} appears twice in the batch")
         except InvalidItemError as exc:
-            bad.append(Rejection(offset + i, it.id, str(exc)))
+            bad.append(Rejection(offset + i if it.position is None else it.position, it.id, str(exc)))
             continue
         seen.add(key)
         units = {m: checked[(i, m)][0] for m in it.vectors}

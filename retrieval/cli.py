@@ -297,6 +297,8 @@ def _remote_ingest(url: str, a: IngestArgs) -> None:
                     rejected.append(it.as_dict())
                     continue
                 pos += 1
+                if it.position is not None:  # where it stands in the input file
+                    pos = it.position
                 why = next((f"{m} vector: {w}" for m, v in it.vectors.items() if (w := problem(v, info["dim"]))), None)
                 if why is not None:  # the service's own reasons, found before sending
                     rejected.append(Rejection(pos, it.id, why).as_dict())

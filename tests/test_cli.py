@@ -154,3 +154,23 @@ def test_drop_speaks_json(tmp_path):
     assert run("create", "c", "--dim", "4")[0] == 0
     code, out = run("drop", "c", "--yes", "--json")
     assert code == 0 and json.loads(out) == {"dropped": "c"}
+
+
+def test_rejection_indices_are_input_positions(tmp_path):
+    """Blank and unreadable lines before a bad item must not shift its index: it is the line's."""
+    assert run("create", "c", "--dim", "4")[0] == 0
+    f = tmp_path / "v.jsonl"
+    f.write_text(
+        '{"id": "a", "vector": [1, 2, 3, 4]}\n'
+        "\n"
+        "{not json\n"
+        '{"id": "b", "vector": [1, 2, 3, 4], "metadata": {"x": NaN}}\n'
+        '{"id": "c", "vector": [0, 0, 0, 0]}\n'
+    )
+    code, out = run("ingest", "c", "--vectors", str(f), "--modality", "image", "--json")
+    got = {r["index"]: r["reason"] for r in json.loads(out)["rejected"]}
+    assert code == 1 and sorted(got) == [2, 3, 4]  # 0-based line numbers of the three bad lines
+    assert got[2].startswith("line 3: malformed JSON") and "finite" in got[3] and "zero vector" in got[4]
+    np.save(tmp_path / "m.npy", np.array([[1.0, 2, 3, 4], [0, 0, 0, 0], [1, 1, 1, 1]]))
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "m.npy"), "--modality", "image", "--json")
+    assert [r["index"] for r in json.loads(out)["rejected"]] == [1]
