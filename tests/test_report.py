@@ -99,3 +99,26 @@ def test_image_thumbnails_are_copied_into_the_report(indexer: Indexer, tmp_path:
     thumbs = re.findall(r'src="(thumbs/[^"]+)"', html)
     assert thumbs and all((page.parent / t).exists() for t in thumbs)
     assert "file://" not in html and "shop=north" in html
+
+
+@pytest.mark.clip
+def test_the_demo_shows_each_option_doing_something(tmp_path):
+    """The README's main job: the percentile filter visibly removes the placeholders a
+    boilerplate query finds, and the scores were kept fresh during the ingest."""
+    pytest.importorskip("open_clip")
+    from indexer.api import Indexer
+    from indexer.store import QdrantLocation
+    from retrieval.demo import run
+
+    ix = Indexer(f"sqlite:///{tmp_path / 'd.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "e")))
+    try:
+        summary = run(ix, tmp_path / "out", echo=None)
+    finally:
+        ix.close()
+    plain = [r["id"] for r in summary["search"]["plain"]["results"]]
+    filtered = [r["id"] for r in summary["search"]["filtered"]["results"]]
+    assert all(i.startswith("placeholder") for i in plain)
+    assert not any(i.startswith("placeholder") for i in filtered)
+    assert {r["modality"] for r in summary["search"]["reranked"]["results"]} == {"image"}
+    assert summary["placeholders_in_bottom"] == 10
+    assert (tmp_path / "out" / "index.html").exists()
