@@ -423,6 +423,50 @@ def align_off(collection: str, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def evaluate(
+    collection: str,
+    folds: Annotated[int, typer.Option(help="Folds of the queries; figures are mean ± spread over them.")] = 5,
+    max_queries: Annotated[int, typer.Option(help="At most this many pairs are used as queries.")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """How well search finds each item's pair, plain and with each option, both directions.
+
+    Every paired item (an image and a text under one id) queries for its pair through the real
+    search path; recall@1/5/10 and MRR@10, mean ± spread over folds, and mixed search judged from
+    both sides against its single-modality ceiling.
+
+    Example: inforank evaluate photos --folds 5
+    """
+    from retrieval.evaluate import DIRECTIONS, OPTIONS
+    from retrieval.evaluate import evaluate as evaluate_lib
+
+    with opened() as ix:
+        n = len(ix.vectors(collection, "text")[0]) if collection else 0
+        total = min(n, max_queries) * 2 * (len(OPTIONS) + 1) if n else None
+        with progress(total, f"evaluate {collection}") as bar:
+            out = evaluate_lib(ix, collection, folds=folds, max_queries=max_queries, progress=bar.update)
+    emit(out, as_json, lambda d: _evaluate_text(d, [f"{q}_to_{g}" for q, g in DIRECTIONS]))
+
+
+def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
+    lines = [f"{d['collection']}: {d['queries']} of {d['pairs']} pairs as queries, {d['folds']} folds (mean ± spread)"]
+    for direction in directions:
+        lines.append(f"  {direction.replace('_', ' ')}:{'':28s}R@1            R@5            R@10           MRR@10")
+        for label, res in d["options"].items():
+            f = res[direction]
+            cells = "  ".join(f"{f[k]['mean']:.3f} ± {f[k]['std']:.3f}" for k in ("r@1", "r@5", "r@10", "mrr@10"))
+            lines.append(f"    {label:36s}{cells}")
+        m = d["mixed"][direction]
+        share = m.get("share_of_ceiling", {})
+        lines.append(
+            f"    {'mixed list (calibrated)':36s}{m['mixed']['r@1']['mean']:.3f} R@1 = "
+            f"{share.get('r@1', float('nan')):.2f} of the ceiling, R@10 {share.get('r@10', float('nan')):.2f} of it; "
+            f"images at rank 1: {100 * m['share_of_images_at_rank_1']:.0f} %"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
 def report(
     collection: str,
     out: Annotated[Path, typer.Option(help="Directory for index.html and the PNG plots.")] = Path("out/report"),

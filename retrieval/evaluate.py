@@ -1,0 +1,166 @@
+"""``inforank evaluate``: does an option make search better on *this* collection?
+
+Every paired item (an image and a text under one id) is a query in both directions: its text
+looks for its image among all images (text→image), its image for its text (image→text). Each
+option runs through the real search path (:class:`Searcher`, inside Qdrant), so the figures are
+those of the searches users run. Queries are split into folds and every figure is reported as the
+mean and the spread (population standard deviation) over folds; nothing here is fitted, so a
+fold is simply a held-out share of the queries (fitted options, such as an alignment map, must
+report held-out figures of their own and are left out).
+
+Mixed search is judged from both sides: for a text query, the rank of its image in one list of
+all images and all *other* texts (the query's own text is dropped from the list); for an image
+query, the rank of its text among all texts and all other images; each against the same
+direction's single-modality figure (its ceiling), with the share of rank-1 hits that are images,
+so a bias towards one modality shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexer.api import Indexer
+from indexer.errors import InvalidInputError
+from retrieval.search import Searcher, SearchOptions
+
+K = 10
+#: the options compared with plain search (the CLI's --prefer settings among them)
+OPTIONS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "exclude bottom 5 % information gain": {"exclude_bottom_info_gain_pct": 5.0},
+    "prefer distinctive": {"rerank_conformity": -0.25, "exclude_bottom_info_gain_pct": 5.0},
+    "prefer typical": {"rerank_conformity": 0.25, "exclude_bottom_info_gain_pct": 5.0},
+    "rerank by information gain": {"rerank_info_gain": 0.25},
+}
+DIRECTIONS = (("text", "image"), ("image", "text"))
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    ids: list[Any]
+    vectors: dict[str, np.ndarray]  # modality → rows in ``ids`` order
+
+
+def _pairs(ix: Indexer, name: str) -> _Pairs:
+    got = {m: ix.vectors(name, m) for m in ("image", "text")}
+    index = {m: {str(i): k for k, i in enumerate(got[m][0])} for m in got}
+    common = [i for i in got["image"][0] if str(i) in index["text"]]
+    if len(common) < 10:
+        raise InvalidInputError(
+            f"Collection {name!r} has {len(common)} paired items (an image and a text under one id); "
+            "evaluate needs at least 10."
+        )
+    vec = {m: np.stack([got[m][1][index[m][str(i)]] for i in common]) for m in got}
+    return _Pairs(common, vec)
+
+
+def _rank(ids: list[tuple[Any, str]], target: tuple[Any, str]) -> int | None:
+    """1-based rank of ``target`` among the results, None when it is not among them."""
+    for r, x in enumerate(ids, 1):
+        if x == target:
+            return r
+    return None
+
+
+def _metrics(ranks: list[int | None]) -> dict[str, float]:
+    r = np.array([np.inf if x is None else x for x in ranks], float)
+    return {
+        "r@1": float(np.mean(r <= 1)),
+        "r@5": float(np.mean(r <= 5)),
+        "r@10": float(np.mean(r <= 10)),
+        "mrr@10": float(np.mean(np.where(r <= K, 1.0 / r, 0.0))),
+    }
+
+
+def _spread(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {
+        k: {"mean": float(np.mean([f[k] for f in per_fold])), "std": float(np.std([f[k] for f in per_fold]))}
+        for k in per_fold[0]
+    }
+
+
+def evaluate(
+    ix: Indexer,
+    name: str,
+    *,
+    folds: int = 5,
+    max_queries: int = 1000,
+    seed: int = 0,
+    options: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Recall@1/5/10 and MRR@10 in both directions for plain search and each option, and the
+    two-sided mixed-search figures; means and spreads over ``folds`` folds of at most
+    ``max_queries`` pairs (a random subset, fixed by ``seed``, on larger collections)."""
+    if folds < 2:
+        raise InvalidInputError("evaluate needs at least 2 folds.")
+    opts = OPTIONS if options is None else options
+    p = _pairs(ix, name)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(p.ids))[:max_queries]
+    parts = np.array_split(order, folds)
+    s = Searcher(ix)
+    out: dict[str, Any] = {"collection": name, "pairs": len(p.ids), "queries": len(order), "folds": folds, "k": K}
+    results: dict[str, Any] = {}
+    for label, extra in opts.items():
+        results[label] = {}
+        for q_mod, g_mod in DIRECTIONS:
+            per_fold = []
+            for part in parts:
+                ranks = []
+                for j in part:
+                    res = s.search(
+                        name, p.vectors[q_mod][j], SearchOptions(k=K, modality=g_mod, query_modality=q_mod, **extra)
+                    )
+                    ranks.append(_rank([(str(h.id), h.modality) for h in res.results], (str(p.ids[j]), g_mod)))
+                per_fold.append(_metrics(ranks))
+                if progress:
+                    progress(len(part))
+            results[label][f"{q_mod}_to_{g_mod}"] = _spread(per_fold)
+    out["options"] = results
+    out["mixed"] = _mixed(s, name, p, parts, results.get("plain"), progress)
+    return out
+
+
+def _mixed(
+    s: Searcher,
+    name: str,
+    p: _Pairs,
+    parts: list[np.ndarray],
+    plain: dict[str, Any] | None,
+    progress: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for q_mod, g_mod in DIRECTIONS:
+        per_fold, images_first = [], []
+        for part in parts:
+            ranks = []
+            for j in part:
+                res = s.search(name, p.vectors[q_mod][j], SearchOptions(k=K + 1, modality="all", query_modality=q_mod))
+                hits = [
+                    (str(h.id), h.modality) for h in res.results if (str(h.id), h.modality) != (str(p.ids[j]), q_mod)
+                ]
+                hits = hits[:K]
+                ranks.append(_rank(hits, (str(p.ids[j]), g_mod)))
+                images_first.append(bool(hits) and hits[0][1] == "image")
+            per_fold.append(_metrics(ranks))
+            if progress:
+                progress(len(part))
+        fig = _spread(per_fold)
+        direction = f"{q_mod}_to_{g_mod}"
+        entry: dict[str, Any] = {"mixed": fig, "share_of_images_at_rank_1": float(np.mean(images_first))}
+        if plain is not None:
+            ceiling = plain[direction]
+            entry["share_of_ceiling"] = {
+                k: (fig[k]["mean"] / ceiling[k]["mean"] if ceiling[k]["mean"] else float("nan"))
+                for k in ("r@1", "r@10")
+            }
+        out[direction] = entry
+    return out
+
+
+__all__ = ["OPTIONS", "evaluate"]

@@ -1,0 +1,90 @@
+"""`inforank evaluate` against an independent recomputation on the real COCO CLIP pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from indexer.api import Indexer
+from indexer.items import Item
+from indexer.store import QdrantLocation
+from retrieval.cli import app
+from retrieval.evaluate import evaluate
+from tests.conftest import COCO
+
+
+@pytest.fixture(scope="module")
+def coco_eval(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("eval")
+    feats = np.load(COCO).astype(np.float64)
+    ix = Indexer(f"sqlite:///{d / 'e.sqlite'}", QdrantLocation(edge_path=str(d / "q")))
+    ix.create_collection("c", dim=512)
+    ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(500)])
+    out = evaluate(
+        ix,
+        "c",
+        folds=5,
+        max_queries=500,
+        options={"plain": {}, "exclude 5 %": {"exclude_bottom_info_gain_pct": 5.0}},
+    )
+    yield ix, feats, out
+    ix.close()
+
+
+def _brute_force(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """1-based rank of each query's pair (same row) among all gallery rows, by cosine."""
+    qn = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    gn = (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    sim = qn @ gn.T
+    return 1 + (sim > np.diag(sim)[:, None]).sum(axis=1)
+
+
+def test_plain_figures_equal_a_brute_force_recomputation(coco_eval):
+    _, feats, out = coco_eval
+    img, txt = feats[0], feats[1]
+    for direction, (q, g) in {"text_to_image": (txt, img), "image_to_text": (img, txt)}.items():
+        ranks = _brute_force(q, g)
+        got = out["options"]["plain"][direction]
+        for k in (1, 5, 10):
+            assert got[f"r@{k}"]["mean"] == pytest.approx(np.mean(ranks <= k), abs=1e-9), (direction, k)
+        mrr = np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))
+        assert got["mrr@10"]["mean"] == pytest.approx(mrr, abs=1e-9)
+        assert got["r@1"]["std"] > 0  # a spread over folds, not one number repeated
+    # the figures the geometry note states for these pairs
+    assert out["options"]["plain"]["text_to_image"]["r@1"]["mean"] == pytest.approx(0.506, abs=0.01)
+
+
+def test_mixed_search_is_judged_from_both_sides(coco_eval):
+    _, _, out = coco_eval
+    for direction in ("text_to_image", "image_to_text"):
+        m = out["mixed"][direction]
+        assert 0 < m["share_of_ceiling"]["r@1"] <= 1.2 and 0 <= m["share_of_images_at_rank_1"] <= 1
+    # text queries find images first more often than image queries do: the share shows the bias
+    assert (
+        out["mixed"]["text_to_image"]["share_of_images_at_rank_1"]
+        > out["mixed"]["image_to_text"]["share_of_images_at_rank_1"]
+    )
+
+
+def test_the_cli_prints_a_table_and_json(tmp_path: Path):
+    feats = np.load(COCO).astype(np.float64)
+    runner = CliRunner()
+    assert runner.invoke(app, ["create", "c", "--dim", "512"]).exit_code == 0
+    f = tmp_path / "v.npz"
+    np.savez(f, vectors=feats[0][:60], ids=np.arange(60))
+    g = tmp_path / "t.npz"
+    np.savez(g, vectors=feats[1][:60], ids=np.arange(60))
+    assert runner.invoke(app, ["ingest", "c", "--vectors", str(f), "--modality", "image"]).exit_code == 0
+    assert runner.invoke(app, ["ingest", "c", "--vectors", str(g), "--modality", "text"]).exit_code == 0
+    r = runner.invoke(app, ["evaluate", "c", "--folds", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["pairs"] == 60 and set(d["options"]) >= {"plain", "prefer distinctive"}
+    r = runner.invoke(app, ["evaluate", "c", "--folds", "3"])
+    assert r.exit_code == 0 and "text to image" in r.stdout and "of the ceiling" in r.stdout
+    r = runner.invoke(app, ["evaluate", "c", "--folds", "1"])
+    assert r.exit_code == 2 and "at least 2 folds" in r.stderr
