@@ -1,8 +1,10 @@
 """HTTP JSON API for app backends: a thin adapter over :class:`Indexer` and :class:`Searcher`.
 
 Library errors become 4xx/503 responses in one handler; a failure we did not anticipate is
-still reported as JSON. With an API key configured, every route but ``/health`` requires it
-(``X-API-Key: …`` or ``Authorization: Bearer …``), the OpenAPI document and ``/metrics`` included.
+still reported as JSON. With an API key configured, every route requires it (``X-API-Key: …`` or
+``Authorization: Bearer …``), ``/metrics`` included, except ``/health`` and the API's own
+documentation (``/docs``, ``/redoc``, ``/openapi.json``), which hold no data; the docs' assets
+are served locally, so they work offline, and their "Authorize" button takes the key.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
@@ -122,7 +126,15 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     lim = limits or Limits()
     # max_body_size: FastAPI counts the bytes as they arrive, so a chunked body without a
     # Content-Length is held to the limit too (413)
-    app = FastAPI(title="inforank", version="0.1.0", description=__doc__, max_body_size=lim.max_body_bytes)
+    # docs served from local assets (fastapi-offline), so /docs works with no network; the
+    # API-key scheme puts an "Authorize" button on it, so a browser can call the API with a key
+    app = FastAPIOffline(
+        title="inforank",
+        version="0.1.0",
+        description=__doc__,
+        max_body_size=lim.max_body_bytes,
+        dependencies=[Depends(_API_KEY)],
+    )
     searcher = Searcher(ix)
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
     rescorer = BackgroundRescore(ix)
@@ -135,7 +147,7 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     async def guard(request: Request, call_next: Any) -> Response:
         start = time.perf_counter()
         route = request.url.path
-        if api_key and route != "/health" and not _authorised(request, api_key):
+        if api_key and not _public(route) and not _authorised(request, api_key):
             resp: Response = JSONResponse({"error": "unauthorized", "detail": "Send the API key as X-API-Key."}, 401)
         else:
             try:
@@ -306,6 +318,16 @@ class BackgroundRescore:
                 self.done.append(name)
         except Exception:  # a background task must not die silently, nor take the service down
             log.exception("background rescore of %s failed; the next write will retry", name)
+
+
+#: documents the key in the OpenAPI schema (the check itself is the middleware's, on every route)
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service's INFORANK_API_KEY.")
+#: readable without the key: health, and the API's own documentation (no data in either)
+PUBLIC = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+
+def _public(route: str) -> bool:
+    return route in PUBLIC or route.startswith("/static-offline-docs/")
 
 
 def _authorised(request: Request, key: str) -> bool:

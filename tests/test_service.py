@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -38,7 +40,9 @@ def _items(n, seed=0):
     ]
 
 
-def test_every_route_but_health_needs_the_key(ix):
+def test_every_route_but_health_and_the_docs_needs_the_key(ix):
+    from retrieval.service import PUBLIC
+
     app = create_app(ix, api_key="s3cret")
     tc = TestClient(app)
     paths = {(r.path, m) for r in app.routes if isinstance(r, Route) for m in (r.methods or []) if m != "HEAD"}
@@ -46,13 +50,16 @@ def test_every_route_but_health_needs_the_key(ix):
     for path, method in sorted(paths):
         url = path.replace("{name}", "x")
         r = tc.request(method, url)
-        if path == "/health":
-            assert r.status_code == 200
+        if path in PUBLIC:
+            assert r.status_code == 200, (method, path)
         else:
             assert r.status_code == 401, (method, path)
-    assert tc.get("/openapi.json", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert tc.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200  # served here, no CDN
+    schema = tc.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     assert tc.get("/collections", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert tc.get("/collections", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert tc.get("/metrics").status_code == 401
 
 
 def test_ingest_search_stats_and_errors_in_process(ix):
@@ -247,6 +254,52 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         out = cli("sync", "c", json_out=False)
         assert out.returncode == 2 and "has no remote mode" in out.stderr
         assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_docs_render_offline_with_a_key_set(tmp_path: Path):
+    """/docs in headless Chromium, with INFORANK_API_KEY set and no network: the Swagger UI
+    renders the API's operations from local assets (a blank page before)."""
+    port = _free_port()
+    env = {**os.environ, "INFORANK_DATA_DIR": str(tmp_path / "data"), "INFORANK_API_KEY": "k"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/docs"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}"]
+        dom = subprocess.run(
+            [CHROMIUM, *flags, "--virtual-time-budget=8000", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert "/collections/{name}/search" in dom and "Authorize" in dom, dom[-800:]
+        shot = tmp_path / "docs.png"
+        subprocess.run(
+            [CHROMIUM, *flags, "--virtual-time-budget=8000", f"--screenshot={shot}", "--window-size=1200,900", url],
+            capture_output=True,
+            timeout=120,
+        )
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+        assert pixels.std() > 10  # not a blank page
     finally:
         proc.terminate()
         proc.wait(10)
