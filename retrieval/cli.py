@@ -463,6 +463,15 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
             f"{share.get('r@1', float('nan')):.2f} of the ceiling, R@10 {share.get('r@10', float('nan')):.2f} of it; "
             f"images at rank 1: {100 * m['share_of_images_at_rank_1']:.0f} %"
         )
+        h = d.get("hubness_offline", {}).get(direction)
+        if h:
+            cells = "  ".join(f"{h[k]['mean']:.3f} ± {h[k]['std']:.3f}" for k in ("r@1", "r@5", "r@10", "mrr@10"))
+            lines.append(f"    {'hubness correction (offline*)':36s}{cells}")
+    if d.get("hubness_offline"):
+        lines.append(
+            "  * computed here, held out (bank = the other folds' queries; k, β chosen on training folds): "
+            "not yet a search option"
+        )
     return "\n".join(lines)
 
 

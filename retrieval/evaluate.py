@@ -91,6 +91,7 @@ def evaluate(
     max_queries: int = 1000,
     seed: int = 0,
     options: dict[str, dict[str, Any]] | None = None,
+    hubness: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Recall@1/5/10 and MRR@10 in both directions for plain search and each option, and the
@@ -123,6 +124,67 @@ def evaluate(
             results[label][f"{q_mod}_to_{g_mod}"] = _spread(per_fold)
     out["options"] = results
     out["mixed"] = _mixed(s, name, p, parts, results.get("plain"), progress)
+    if hubness:
+        out["hubness_offline"] = _hubness(p, parts)
+    return out
+
+
+#: (k, β) candidates for the hubness correction, chosen per fold on the training folds alone
+HUB_GRID = tuple((k, b) for k in (4, 8, 16) for b in (0.5, 0.75, 1.0))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _bias(gallery: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Each gallery item's mean of its ``k`` highest similarities to the bank (chunked)."""
+    out = np.empty(len(gallery))
+    for s in range(0, len(gallery), 2048):
+        sim = gallery[s : s + 2048] @ bank.T
+        kk = min(k, sim.shape[1])
+        out[s : s + 2048] = np.mean(np.partition(sim, -kk, axis=1)[:, -kk:], axis=1)
+    return out
+
+
+def _ranks(q: np.ndarray, gallery: np.ndarray, targets: np.ndarray, bias: np.ndarray, beta: float) -> np.ndarray:
+    sim = q @ gallery.T - beta * bias[None, :]
+    own = sim[np.arange(len(q)), targets]
+    return 1 + (sim > own[:, None]).sum(axis=1)
+
+
+def _choose(queries: np.ndarray, gallery: np.ndarray, train: np.ndarray) -> tuple[int, float]:
+    """(k, β) with the best recall@1 on the training pairs: half of them query, the other half
+    is the bank."""
+    half = len(train) // 2
+    tq, tb = train[:half], train[half:]
+
+    def r1(kb: tuple[int, float]) -> float:
+        return float(np.mean(_ranks(queries[tq], gallery, tq, _bias(gallery, queries[tb], kb[0]), kb[1]) <= 1))
+
+    return max(HUB_GRID, key=r1)
+
+
+def _hubness(p: _Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
+    """Nearest-neighbour normalisation, computed here (not yet a search option): the similarity
+    of a query to gallery item v minus β × v's mean of its k highest similarities to a *bank* of
+    queries. The bank of a fold is the other folds' items of the query modality, so a query's own
+    pair never feeds the bias its ranking uses; k and β are chosen on the training folds only
+    (split in two: one half queries, the other the bank)."""
+    vec = {m: _unit(v) for m, v in p.vectors.items()}
+    everyone = np.arange(len(p.ids))
+    out: dict[str, Any] = {}
+    for q_mod, g_mod in DIRECTIONS:
+        gallery = vec[g_mod]
+        per_fold, chosen = [], []
+        for part in parts:
+            train = np.setdiff1d(everyone, part)
+            k, beta = _choose(vec[q_mod], gallery, train)
+            chosen.append({"k": k, "beta": beta})
+            ranks = _ranks(vec[q_mod][part], gallery, part, _bias(gallery, vec[q_mod][train], k), beta)
+            per_fold.append(_metrics(list(ranks)))
+        out[f"{q_mod}_to_{g_mod}"] = {**_spread(per_fold), "chosen": chosen}
     return out
 
 
@@ -163,4 +225,4 @@ def _mixed(
     return out
 
 
-__all__ = ["OPTIONS", "evaluate"]
+__all__ = ["HUB_GRID", "OPTIONS", "evaluate"]
