@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 
@@ -28,6 +35,35 @@ def clip_like(n: int, d: int = 512, seed: int = 0, shift: int = 0) -> np.ndarray
     x = rng.standard_normal((n, d)).astype(np.float32) * scales.astype(np.float32)
     x[:, shift] += 1.5
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@contextmanager
+def serving(env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
+    """``inforank serve`` in a process of its own on a free port (``env`` on top of this one's;
+    ``cwd``: another checkout to serve, for a same-run baseline); yields its URL once healthy."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    full = {**os.environ, **env, **({"PYTHONPATH": str(cwd)} if cwd else {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def machine() -> str:

@@ -8,9 +8,6 @@ writer's time under the collection lock goes, from a single-writer profile in th
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,8 +18,8 @@ import httpx
 import numpy as np
 import psycopg
 
-from bench.common import clip_like, report
-from bench.search import _free_port, _pct
+from bench.common import clip_like, report, serving
+from bench.search import _pct
 
 
 def _database(admin: str) -> str:
@@ -41,67 +38,53 @@ def load(admin: str, clients: int, per_client: int, batch: int, code: Path | Non
     """``code``: a checkout of another inforank version to serve instead (a same-run baseline)."""
     db = _database(admin)
     data = Path(tempfile.mkdtemp())
-    port = _free_port()
-    env = {**os.environ, "INFORANK_DATA_DIR": str(data), "INFORANK_DATABASE_URL": db}
-    if code is not None:
-        env["PYTHONPATH"] = str(code)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
-        cwd=code,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        httpx.post(url + "/collections", json={"name": "load", "dim": 512}, timeout=30).raise_for_status()
-        n = clients * per_client * batch
-        img, txt = clip_like(n, seed=5), clip_like(n, seed=6, shift=1)
-        # a warm collection first, so every timed request is a steady-state write
-        warm = [{"id": f"w{i}", "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(256)]
-        httpx.post(url + "/collections/load/items", json={"items": warm}, timeout=120).raise_for_status()
-        lat: list[float] = []
-        errors = 0
-        lock = threading.Lock()
-
-        def worker(k: int) -> None:
-            nonlocal errors
-            with httpx.Client(base_url=url, timeout=120) as c:
-                for j in range(per_client):
-                    s = (k * per_client + j) * batch
-                    items = [{"id": i, "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(s, s + batch)]
-                    t = time.perf_counter()
-                    r = c.post("/collections/load/items", json={"items": items})
-                    with lock:
-                        lat.append(time.perf_counter() - t)
-                        errors += r.status_code != 200
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(600)
-        wall = time.perf_counter() - t0
-        return {
-            "clients": clients,
-            "requests": len(lat),
-            "batch_pairs": batch,
-            "errors": errors,
-            "pairs_per_s": len(lat) * batch / wall,
-            "max_ms": float(np.max(lat) * 1e3),
-            **_pct(lat),
-        }
+        with serving({"INFORANK_DATA_DIR": str(data), "INFORANK_DATABASE_URL": db}, code) as url:
+            return _load(url, clients, per_client, batch)
     finally:
-        proc.terminate()
-        proc.wait(10)
         _drop(admin, db)
+
+
+def _load(url: str, clients: int, per_client: int, batch: int) -> dict:
+    """The timed part: 16 writers against a warmed collection."""
+    httpx.post(url + "/collections", json={"name": "load", "dim": 512}, timeout=30).raise_for_status()
+    n = clients * per_client * batch
+    img, txt = clip_like(n, seed=5), clip_like(n, seed=6, shift=1)
+    # a warm collection first, so every timed request is a steady-state write
+    warm = [{"id": f"w{i}", "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(256)]
+    httpx.post(url + "/collections/load/items", json={"items": warm}, timeout=120).raise_for_status()
+    lat: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=120) as c:
+            for j in range(per_client):
+                s = (k * per_client + j) * batch
+                items = [{"id": i, "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(s, s + batch)]
+                t = time.perf_counter()
+                r = c.post("/collections/load/items", json={"items": items})
+                with lock:
+                    lat.append(time.perf_counter() - t)
+                    errors += r.status_code != 200
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(600)
+    wall = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "batch_pairs": batch,
+        "errors": errors,
+        "pairs_per_s": len(lat) * batch / wall,
+        "max_ms": float(np.max(lat) * 1e3),
+        **_pct(lat),
+    }
 
 
 def lock_profile(admin: str, batch: int, batches: int = 12) -> dict:

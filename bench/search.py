@@ -8,10 +8,6 @@ under 16 concurrent clients.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,7 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import clip_like, report
+from bench.common import clip_like, report, serving
 from bench.ingest import inforank_ingest
 from indexer.store.base import QuerySpec
 from retrieval.search import Searcher, SearchOptions
@@ -31,29 +27,8 @@ def _pct(xs: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, per_client: int = 25) -> dict:
-    port = _free_port()
-    env = {**os.environ, "INFORANK_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving({"INFORANK_DATA_DIR": str(data_dir)}) as url:
         body = {"vector": queries[0].tolist(), "k": 10, "exclude_bottom_info_gain_pct": 5, "rerank_info_gain": 0.05}
         cold = time.perf_counter()
         httpx.post(url + "/collections/bench/search", json=body, timeout=60)  # first query reads the scores
@@ -91,9 +66,6 @@ def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, p
             "first_query_ms": cold * 1e3,
             **_pct(lat),
         }
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def run(n: int = 100_000, nq: int = 200) -> dict:
