@@ -22,6 +22,7 @@ from indexer.api import Indexer
 from indexer.collections import Collection
 from indexer.errors import InvalidQueryError
 from indexer.items import MODALITIES, SCORE_FIELDS
+from indexer.moments import Moments
 from indexer.store.base import Blend, Hit, QuerySpec
 from indexer.vectors import as_query
 
@@ -167,6 +168,7 @@ class Searcher:
         self.ix = ix
         self._dist: dict[tuple[int, str], _Dist] = {}
         self._fresh: dict[int, tuple[int, float, dict[str, Any]]] = {}
+        self._moms: dict[tuple[int, str], tuple[int, Moments]] = {}
         self._lock = threading.Lock()
 
     def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
@@ -181,7 +183,7 @@ class Searcher:
             d = self._dist.get(key)
         if d is not None and d.version == c.stats_version:
             return d.fields
-        _, mom = self.ix.moments(c.name, m)
+        mom = self._moments(c, m)
         if (
             d is not None
             and abs(mom.n - d.count) < REFRESH_FRACTION * max(d.count, 1)
@@ -197,6 +199,19 @@ class Searcher:
         with self._lock:
             self._dist[key] = _Dist(c.stats_version, mom.n, time.monotonic(), out)
         return out
+
+    def _moments(self, c: Collection, m: str) -> Moments:
+        """The running statistics at the version the catalog lookup of this search saw: no
+        further query while the version stands."""
+        key = (c.id, m)
+        with self._lock:
+            hit = self._moms.get(key)
+        if hit is not None and hit[0] == c.stats_version:
+            return hit[1]
+        _, mom = self.ix.moments(c.name, m)
+        with self._lock:
+            self._moms[key] = (c.stats_version, mom)  # any write bumps the collection's version
+        return mom
 
     def _freshness(self, c: Collection, targets: list[str]) -> dict[str, Any]:
         """Whether the scores the filters and rerank used are within tolerance, per modality.
@@ -324,7 +339,7 @@ class Searcher:
         if not o.rerank_info_gain and not o.rerank_conformity:
             return None
         dist = self.distribution(c, t)
-        _, mom = self.ix.moments(c.name, t)
+        mom = self._moments(c, t)
         s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
         terms = []
         for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
@@ -370,7 +385,7 @@ class Searcher:
         for t, rs in per.items():
             if o.calibrate:
                 qt = queries[t]  # the aligned query where the map applies: one scale per modality
-                _, mom = self.ix.moments(c.name, t)
+                mom = self._moments(c, t)
                 center = float(qt @ mom.mean)
                 scale = float(np.sqrt(max(qt @ mom.covariance @ qt, 1e-12)))
                 for r in rs:
