@@ -101,6 +101,11 @@ def evaluate(
         raise InvalidInputError("evaluate needs at least 2 folds.")
     opts = OPTIONS if options is None else options
     p = _pairs(ix, name)
+    if min(max_queries, len(p.ids)) < 2 * folds:
+        raise InvalidInputError(
+            f"{folds} folds need at least {2 * folds} queries; max_queries is {max_queries} and the "
+            f"collection has {len(p.ids)} pairs."
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(p.ids))[:max_queries]
     parts = np.array_split(order, folds)

@@ -88,6 +88,10 @@ def test_the_cli_prints_a_table_and_json(tmp_path: Path):
     assert r.exit_code == 0 and "text to image" in r.stdout and "of the ceiling" in r.stdout
     r = runner.invoke(app, ["evaluate", "c", "--folds", "1"])
     assert r.exit_code == 2 and "at least 2 folds" in r.stderr
+    r = runner.invoke(app, ["evaluate", "c", "--max-queries", "0"])
+    assert r.exit_code == 2 and "need at least 10 queries" in r.stderr
+    r = runner.invoke(app, ["evaluate", "nope"])
+    assert r.exit_code == 3
 
 
 def test_held_out_hubness_correction_lifts_recall_both_ways(coco_eval):
