@@ -67,9 +67,18 @@ def ix(tmp_path: Path):
     i.close()
 
 
-def test_the_bound_holds_for_every_stored_score(ix: Indexer, coco):
+@pytest.fixture(params=["sqlite", "postgres"])
+def ix_both(request: pytest.FixtureRequest, tmp_path: Path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else f"sqlite:///{tmp_path / 'f.sqlite'}"
+    i = Indexer(url, QdrantLocation(edge_path=str(tmp_path / "e")))
+    yield i
+    i.close()
+
+
+def test_the_bound_holds_for_every_stored_score(ix_both: Indexer, coco):
     """With no rescoring at all, after every write (adds, replacements, deletes, interleaved
     modalities) the largest true error is at most the bound the collection states."""
+    ix = ix_both
     img, txt = coco
     ix.auto_rescore = False
     ix.create_collection("c", dim=512)
@@ -124,7 +133,8 @@ def test_many_small_batches_over_the_cli_end_within_tolerance(tmp_path: Path, co
         ix.close()
 
 
-def test_many_small_http_batches_end_within_tolerance(ix: Indexer, coco):
+def test_many_small_http_batches_end_within_tolerance(ix_both: Indexer, coco):
+    ix = ix_both
     img, txt = coco
     tc = TestClient(create_app(ix))
     assert tc.post("/collections", json={"name": "c", "dim": 512}).status_code == 201
