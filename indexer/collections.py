@@ -35,6 +35,9 @@ class Collection:
     stats_version: int
     tol_conformity: float = 1e-3
     tol_info_gain: float = 0.01
+    hub_k: int | None = None
+    hub_beta: float | None = None
+    hub_version: int | None = None
 
     @property
     def model_identity(self) -> str:
@@ -61,6 +64,9 @@ class Collection:
             r.stats_version,
             r.tol_conformity,
             r.tol_info_gain,
+            r.hub_k,
+            r.hub_beta,
+            r.hub_version,
         )
 
 

@@ -25,7 +25,8 @@ def other_modality(m: str) -> str:
 RESERVED_PREFIX = "inforank_"
 SCORE_FIELDS = tuple(f"{m}_{s}" for m in MODALITIES for s in ("conformity", "info_gain"))
 RESERVED = frozenset(
-    [*SCORE_FIELDS] + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source", "raw_norm")]
+    [*SCORE_FIELDS]
+    + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source", "raw_norm", "hub_bias")]
 )
 #: every payload key inforank writes (removed from adopted points on delete).
 OWNED_FIELDS = RESERVED | {"inforank_id"}

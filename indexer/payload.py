@@ -31,6 +31,8 @@ def payload(point: Any, vecs: Sequence[Any]) -> dict[str, Any]:
             out[f"{m}_raw_norm"] = float(v.raw_norm)
         if v.scores_version is not None:
             out[f"{m}_stats_version"] = int(v.scores_version)
+        if getattr(v, "hub_bias", None) is not None:
+            out[f"{m}_hub_bias"] = float(v.hub_bias)
     return out
 
 

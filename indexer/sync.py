@@ -46,6 +46,7 @@ _VECTOR = (
     VectorRow.conformity,
     VectorRow.info_gain,
     VectorRow.scores_version,
+    VectorRow.hub_bias,
 )
 
 

@@ -286,6 +286,7 @@ def _record(
                 "info_gain": None if sc.info_gain is None else float(sc.info_gain[j]),
                 "scores_version": version if done else None,
                 "checked_version": version,
+                "hub_bias": None,  # new content: no bias until the next hubness fit (neutral)
             }
             (updates if (g.key, m) in existing else inserts).append(row)
     if inserts:

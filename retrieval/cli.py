@@ -91,6 +91,12 @@ def search(
     no_calibrate: Annotated[
         bool, typer.Option("--no-calibrate", help="Mixed search on raw cosine (plain CLIP).")
     ] = False,
+    hubness: Annotated[
+        bool,
+        typer.Option(
+            "--hubness", help="Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search with informativeness filters and reranking.
@@ -155,6 +161,7 @@ def search(
             depth=depth,
             align=align,
             calibrate=not no_calibrate,
+            hubness=hubness,
         )
         resp = Searcher(ix).search(collection, q, opts)
         emit(resp.as_dict(), as_json, _search_text)
@@ -176,6 +183,7 @@ def _search_options(a: dict[str, Any]) -> SearchOptions:
         depth=a["depth"],
         align=a["align"],
         calibrate=not a["no_calibrate"],
+        hubness=a["hubness"],
     )
 
 
@@ -420,6 +428,38 @@ def align_off(collection: str, as_json: JsonOpt = False) -> None:
         with opened() as ix:
             align_lib.off(ix, collection)
     emit({"collection": collection, "alignment": "off"}, as_json, lambda d: "alignment off")
+
+
+hubness_app = typer.Typer(help="Hubness correction (nearest-neighbour normalisation): fit.", no_args_is_help=True)
+app.add_typer(hubness_app, name="hubness")
+
+
+@hubness_app.command("fit")
+def hubness_fit(
+    collection: str,
+    k: Annotated[int | None, typer.Option(help="Bank neighbours per item (chosen on the pairs if omitted).")] = None,
+    beta: Annotated[float | None, typer.Option(help="Weight of the bias (chosen with k if omitted).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute every item's hubness bias (mean of its k highest similarities to the other
+    modality) and store it, so `search --hubness` corrects hubs inside Qdrant. k and β are chosen
+    on the collection's own pairs unless given; `inforank evaluate` shows the held-out effect.
+
+    Example: inforank hubness fit photos
+    """
+    from retrieval import hubness
+
+    with opened() as ix:
+        out = hubness.fit(ix, collection, k=k, beta=beta)
+    out.pop("grid", None)
+    emit(
+        out,
+        as_json,
+        lambda d: (
+            f"hubness bias of {d['items']} items (k={d['k']}, β={d['beta']}) at statistics version "
+            f"{d['stats_version']}: search with --hubness"
+        ),
+    )
 
 
 @app.command()

@@ -55,6 +55,8 @@ class SearchOptions:
     depth: int = DEFAULT_DEPTH
     align: bool = False
     calibrate: bool = True
+    #: subtract β × each item's hubness bias (fitted by `inforank hubness fit`), inside Qdrant
+    hubness: bool = False
 
 
 @dataclass
@@ -333,22 +335,29 @@ class Searcher:
         return out, pass_fraction(self.distribution(c, t), bounds)
 
     def _blend(self, c: Collection, t: str, q: np.ndarray, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
-        """``similarity + Σ w · s_q · (score − μ)/σ``: a weight of 1 trades one standard deviation
-        of the score for one standard deviation ``s_q = √(qᵀΣq)`` of this query's similarities
-        over the modality, so a weight means the same for every query and collection."""
-        if not o.rerank_info_gain and not o.rerank_conformity:
-            return None
-        dist = self.distribution(c, t)
-        mom = self._moments(c, t)
-        s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
+        """``similarity + Σ w · s_q · (score − μ)/σ − β · hub_bias``: a rerank weight of 1 trades one
+        standard deviation of the score for one standard deviation ``s_q = √(qᵀΣq)`` of this
+        query's similarities over the modality, so a weight means the same for every query and
+        collection; the hubness term is nearest-neighbour normalisation (β in similarity units)."""
         terms = []
-        for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
-            if w:
-                mu, sd, _ = dist[f]
-                terms.append((f"{t}_{f}", w * s_q / sd, mu))
-        applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
-        applied[f"{t}_similarity_scale"] = s_q
-        return Blend(tuple(terms))
+        if o.rerank_info_gain or o.rerank_conformity:
+            dist = self.distribution(c, t)
+            mom = self._moments(c, t)
+            s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
+            for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
+                if w:
+                    mu, sd, _ = dist[f]
+                    terms.append((f"{t}_{f}", w * s_q / sd, mu))
+            applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
+            applied[f"{t}_similarity_scale"] = s_q
+        if o.hubness:
+            if c.hub_beta is None:
+                raise InvalidQueryError(
+                    f"Collection {c.name!r} has no hubness correction yet: run `inforank hubness fit {c.name}`."
+                )
+            terms.append((f"{t}_hub_bias", -c.hub_beta, 0.0))  # an item without a bias is not corrected
+            applied["hubness"] = {"k": c.hub_k, "beta": c.hub_beta, "fitted_at_stats_version": c.hub_version}
+        return Blend(tuple(terms)) if terms else None
 
     def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
         blend = self._blend(c, t, q, o, applied)

@@ -115,6 +115,12 @@ class SearchIn(_Strict):
     depth: int = 100
     align: bool = False
     calibrate: bool = True
+    hubness: bool = False
+
+
+class HubnessIn(_Strict):
+    k: int | None = Field(default=None, ge=1, le=1000)
+    beta: float | None = Field(default=None, ge=0, le=10)
 
 
 class AlignIn(_Strict):
@@ -266,6 +272,14 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     @app.post("/collections/{name}/rescore")
     def rescore(name: str, all: bool = False) -> dict[str, Any]:
         return ix.rescore(name, all=all).__dict__
+
+    @app.post("/collections/{name}/hubness")
+    def hubness_fit(name: str, body: HubnessIn) -> dict[str, Any]:
+        from retrieval import hubness
+
+        out = hubness.fit(ix, name, k=body.k, beta=body.beta)
+        out.pop("grid", None)
+        return out
 
     @app.post("/collections/{name}/align")
     def align_fit(name: str, body: AlignIn) -> dict[str, Any]:

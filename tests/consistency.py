@@ -42,6 +42,8 @@ def assert_consistent(ix: Indexer, name: str, *, quarantined: int = 0) -> None:
                     got_f = pl.get(f"{v.modality}_{f}")
                     assert (got_f is None and want is None) or got_f == pytest.approx(want, rel=1e-12, abs=1e-300)
                 assert pl[f"{v.modality}_hash"] == v.content_hash
+                hb = pl.get(f"{v.modality}_hub_bias")
+                assert (hb is None and v.hub_bias is None) or hb == pytest.approx(v.hub_bias, rel=1e-12)
     for m in c.modalities:
         _, unit, norms = ix.vectors(name, m)
         _, have = ix.moments(name, m)

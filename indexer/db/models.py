@@ -50,6 +50,11 @@ class CollectionRow(Base):
     #: information gain within this fraction of the modality's mean information gain
     tol_conformity: Mapped[float] = mapped_column(Float, default=1e-3, server_default="0.001")
     tol_info_gain: Mapped[float] = mapped_column(Float, default=0.01, server_default="0.01")
+    #: hubness correction fitted by `inforank hubness fit`: k nearest bank items, weight β, and the
+    #: statistics version it was fitted at (None: not fitted)
+    hub_k: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hub_beta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hub_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -116,6 +121,8 @@ class VectorRow(Base):
     #: the statistics version these scores were last computed or confirmed at (within the
     #: rescore's skip tolerance); rows below the freshness baseline are still to be checked
     checked_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: hubness bias: mean of the item's k highest similarities to the other modality (None: not fitted)
+    hub_bias: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FreshnessRow(Base):

@@ -1,4 +1,4 @@
-"""freshness: per-modality bounds on stored scores, checked_version, tolerances, score index
+"""freshness: per-modality bounds on stored scores, checked_version, tolerances, score index, hubness bias
 
 Revision ID: 0003
 Revises: 0002
@@ -37,8 +37,12 @@ def upgrade() -> None:
     with op.batch_alter_table("collections") as batch:
         batch.add_column(sa.Column("tol_conformity", sa.Float(), server_default="0.001", nullable=False))
         batch.add_column(sa.Column("tol_info_gain", sa.Float(), server_default="0.01", nullable=False))
+        batch.add_column(sa.Column("hub_k", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("hub_beta", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("hub_version", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("item_vectors") as batch:
         batch.add_column(sa.Column("checked_version", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("hub_bias", sa.Float(), nullable=True))
         batch.create_index("ix_item_vectors_checked", ["collection_id", "checked_version"])
         batch.create_index(
             "ix_item_vectors_score_values", ["collection_id", "modality", "info_gain", "conformity"]
@@ -49,8 +53,12 @@ def downgrade() -> None:
     with op.batch_alter_table("item_vectors") as batch:
         batch.drop_index("ix_item_vectors_score_values")
         batch.drop_index("ix_item_vectors_checked")
+        batch.drop_column("hub_bias")
         batch.drop_column("checked_version")
     with op.batch_alter_table("collections") as batch:
+        batch.drop_column("hub_version")
+        batch.drop_column("hub_beta")
+        batch.drop_column("hub_k")
         batch.drop_column("tol_info_gain")
         batch.drop_column("tol_conformity")
     op.drop_table("freshness")
