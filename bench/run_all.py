@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import encode, freshness, ingest, scoring, search, stats_persist
+from bench import encode, freshness, hubness, ingest, scoring, search, stats_persist
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
         stats_persist.run(a.pg or None, rounds=5 if a.small else 20),
         ingest.run(n),
         freshness.run(n),
+        hubness.run(n // 2, 50 if a.small else 200),
         search.run(n, 50 if a.small else 200),
         encode.run(n=64 if a.small else 512),
     ]
