@@ -8,6 +8,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +65,35 @@ def serving(env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def closed_loop(
+    url: str, clients: int, per_client: int, request: Callable[[int, int], tuple[str, Any]], timeout: float = 120
+) -> dict[str, Any]:
+    """``clients`` threads, each posting ``per_client`` requests one after another;
+    ``request(client, j)`` gives (path, JSON body). Returns the latencies (s), errors and wall time."""
+    lat: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=timeout) as c:
+            for j in range(per_client):
+                path, body = request(k, j)
+                t = time.perf_counter()
+                r = c.post(path, json=body)
+                with lock:
+                    lat.append(time.perf_counter() - t)
+                    errors += r.status_code != 200
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10 * timeout)
+    return {"latencies": lat, "errors": errors, "wall": time.perf_counter() - t0}
 
 
 def machine() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import psycopg
 
-from bench.common import clip_like, report, serving
+from bench.common import clip_like, closed_loop, report, serving
 from bench.search import _pct
 
 
@@ -53,29 +52,14 @@ def _load(url: str, clients: int, per_client: int, batch: int) -> dict:
     # a warm collection first, so every timed request is a steady-state write
     warm = [{"id": f"w{i}", "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(256)]
     httpx.post(url + "/collections/load/items", json={"items": warm}, timeout=120).raise_for_status()
-    lat: list[float] = []
-    errors = 0
-    lock = threading.Lock()
 
-    def worker(k: int) -> None:
-        nonlocal errors
-        with httpx.Client(base_url=url, timeout=120) as c:
-            for j in range(per_client):
-                s = (k * per_client + j) * batch
-                items = [{"id": i, "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(s, s + batch)]
-                t = time.perf_counter()
-                r = c.post("/collections/load/items", json={"items": items})
-                with lock:
-                    lat.append(time.perf_counter() - t)
-                    errors += r.status_code != 200
+    def request(k: int, j: int) -> tuple[str, dict]:
+        s = (k * per_client + j) * batch
+        items = [{"id": i, "image": img[i].tolist(), "text": txt[i].tolist()} for i in range(s, s + batch)]
+        return "/collections/load/items", {"items": items}
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(600)
-    wall = time.perf_counter() - t0
+    res = closed_loop(url, clients, per_client, request)
+    lat, errors, wall = res["latencies"], res["errors"], res["wall"]
     return {
         "clients": clients,
         "requests": len(lat),

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import clip_like, report, serving
+from bench.common import clip_like, closed_loop, report, serving
 from bench.ingest import inforank_ingest
 from indexer.store.base import QuerySpec
 from retrieval.search import Searcher, SearchOptions
@@ -33,31 +32,13 @@ def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, p
         cold = time.perf_counter()
         httpx.post(url + "/collections/bench/search", json=body, timeout=60)  # first query reads the scores
         cold = time.perf_counter() - cold
-        lat: list[float] = []
-        errors = 0
-        lock = threading.Lock()
 
-        def worker(k: int) -> None:
-            nonlocal errors
-            with httpx.Client(base_url=url, timeout=30) as c:
-                for j in range(per_client):
-                    q = queries[(k * per_client + j) % len(queries)].tolist()
-                    t = time.perf_counter()
-                    r = c.post(
-                        "/collections/bench/search",
-                        json={"vector": q, "k": 10, "exclude_bottom_info_gain_pct": 5, "rerank_info_gain": 0.05},
-                    )
-                    with lock:
-                        lat.append(time.perf_counter() - t)
-                        errors += r.status_code != 200
+        def request(k: int, j: int) -> tuple[str, dict]:
+            q = queries[(k * per_client + j) % len(queries)].tolist()
+            return "/collections/bench/search", {**body, "vector": q}
 
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(120)
-        wall = time.perf_counter() - t0
+        res = closed_loop(url, clients, per_client, request, timeout=30)
+        lat, errors, wall = res["latencies"], res["errors"], res["wall"]
         return {
             "clients": clients,
             "requests": len(lat),
