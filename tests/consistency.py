@@ -14,6 +14,18 @@ from indexer.db.models import PointRow, VectorRow
 from indexer.moments import Moments
 
 
+def same_json(a: object, b: object) -> bool:
+    """Equal JSON values, floats to 1e-15 relative: Qdrant Edge's JSON parsing can round the last
+    bit of a double (123456789.12345679 comes back as 123456789.1234568)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and a == pytest.approx(b, rel=1e-15, abs=0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def assert_consistent(ix: Indexer, name: str, *, quarantined: int = 0) -> None:
     """Nothing dirty; every live, unquarantined item is one Qdrant point whose inforank payload
     equals its database rows; the statistics equal a from-scratch computation of the stored vectors."""
@@ -35,7 +47,8 @@ def assert_consistent(ix: Indexer, name: str, *, quarantined: int = 0) -> None:
         for pid, p in live.items():
             pl = got[pid].payload
             assert pl["inforank_id"] == p.user_id
-            assert json.loads(json.dumps(p.meta or {})) == {k: pl[k] for k in (p.meta or {})}
+            meta = json.loads(json.dumps(p.meta or {}))
+            assert same_json(meta, {k: pl[k] for k in meta}), (meta, pl)
             for v in rows.get(p.item_key, []):
                 for f in ("conformity", "info_gain"):  # Qdrant's JSON parsing may round the last bit
                     want = getattr(v, f)
