@@ -79,7 +79,7 @@ def _quantiles(rows: list[Any]) -> dict[str, dict[str, float]]:
 def storage_error(what: str, exc: SQLAlchemyError) -> StorageError:
     """A database failure as a client may see it: the driver's one-line reason, never the SQL
     statement or its parameters (which carry the caller's data); the full error is logged."""
-    log.warning("%s: %s", what, exc)
+    log.info("%s: %s", what, exc)  # the full error, for operators (INFO: never on a CLI user's screen)
     orig = getattr(exc, "orig", None) or exc
     reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
     return StorageError(f"{what} ({type(orig).__name__}: {reason}). Retry; if it persists, check the database.")
@@ -447,6 +447,15 @@ class Indexer:
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
         out["quarantined"] = self.quarantined(name)
         return out
+
+    @_db
+    def sample(self, name: str, modality: str, n: int) -> np.ndarray:
+        """Up to ``n`` random unit vectors of a modality (float64), drawn by the database."""
+        c = self.collection(name)
+        rows = self._sample(c, modality, n)
+        if not rows:
+            return np.zeros((0, c.dim))
+        return np.stack([unit_of(r) for r in rows]).astype(np.float64)
 
     def _sample(self, c: Collection, m: str, n: int) -> list[Any]:
         """Up to ``n`` random rows of a modality, drawn by the database (never all in memory)."""

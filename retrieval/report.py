@@ -66,6 +66,8 @@ def _hist(scores: dict[str, dict[str, np.ndarray]], out: Path) -> tuple[str, str
             if len(v):
                 ax.hist(v, bins=40, alpha=0.6, label=m, color=COLORS[m])
             ax.set_xlabel(f.replace("_", " "))
+            ax.set_ylabel("items")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))  # IG is ~1e-3 for CLIP
     axes[0].legend()
     return _save(fig, out / "histograms.png", "Score histograms per modality")
 
@@ -76,16 +78,18 @@ def _scatter(scores: dict[str, dict[str, np.ndarray]], out: Path) -> tuple[str, 
         ax.scatter(s["conformity"], s["info_gain"], s=6, alpha=0.5, label=m, color=COLORS[m])
     ax.set_xlabel("conformity (high = generic)")
     ax.set_ylabel("information gain (low = placeholder-like)")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     ax.legend()
     return _save(fig, out / "ig_vs_conformity.png", "Information gain vs conformity")
 
 
 def _projection(ix: Indexer, name: str, out: Path) -> tuple[str, str]:
-    data = {m: ix.vectors(name, m)[1].astype(np.float64) for m in ("image", "text")}
-    data = {m: v[:2000] for m, v in data.items() if len(v)}
+    data = {m: ix.sample(name, m, 2000) for m in ix.collection(name).modalities}  # drawn by the database
+    data = {m: v for m, v in data.items() if len(v)}
     allv = np.vstack(list(data.values()))
     mu = allv.mean(axis=0)
-    _, _, vt = np.linalg.svd(allv - mu, full_matrices=False)
+    _, sv, vt = np.linalg.svd(allv - mu, full_matrices=False)
+    share = sv**2 / max(float(np.sum(sv**2)), 1e-300)
     fig, ax = plt.subplots(figsize=(6, 5))
     for m, v in data.items():
         p = (v - mu) @ vt[:2].T
@@ -93,6 +97,8 @@ def _projection(ix: Indexer, name: str, out: Path) -> tuple[str, str]:
         c = (v.mean(axis=0) - mu) @ vt[:2].T
         ax.scatter([c[0]], [c[1]], marker="x", s=120, color="k")
     ax.set_title("PCA of unit embeddings; x = modality mean", fontsize=9)
+    ax.set_xlabel(f"principal component 1 ({100 * share[0]:.0f} % of variance)")
+    ax.set_ylabel(f"principal component 2 ({100 * share[1]:.0f} % of variance)")
     ax.legend()
     return _save(fig, out / "projection.png", "2-D projection of the two modality shells")
 

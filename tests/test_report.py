@@ -122,3 +122,23 @@ def test_the_demo_shows_each_option_doing_something(tmp_path):
     assert {r["modality"] for r in summary["search"]["reranked"]["results"]} == {"image"}
     assert summary["placeholders_in_bottom"] == 10
     assert (tmp_path / "out" / "index.html").exists()
+
+
+def test_every_plot_has_labelled_axes(tmp_path, monkeypatch):
+    import retrieval.report as rep
+    from indexer.store import QdrantLocation
+
+    figs = []
+    real = rep._save
+    monkeypatch.setattr(rep, "_save", lambda fig, path, title: figs.append(fig) or real(fig, path, title))
+    ix = Indexer(f"sqlite:///{tmp_path / 'r.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "e")))
+    try:
+        ix.create_collection("t", dim=8, min_count=2)
+        rng = np.random.default_rng(0)
+        ix.add("t", [Item({"image": rng.normal(size=8) + 1, "text": rng.normal(size=8) - 1}, id=i) for i in range(40)])
+        write_report(ix, "t", tmp_path / "out")
+    finally:
+        ix.close()
+    axes = [ax for f in figs for ax in f.axes]
+    assert len(axes) == 4
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes), [(a.get_xlabel(), a.get_ylabel()) for a in axes]
