@@ -56,15 +56,6 @@ def _quarantined(p: Pushed) -> list[writer.Rejection]:
     ]
 
 
-def _new_freshness(s: Any, cid: int, m: str, version: int) -> FreshnessRow:
-    f = FreshnessRow(collection_id=cid, modality=m, baseline_version=version, version=version)
-    f.spread_conformity = f.spread_info_gain = f.pending_conformity = f.pending_info_gain = 0.0
-    f.bound_conformity = f.bound_info_gain = f.tol_info_gain_abs = 0.0
-    f.changes = f.rescored_items = 0
-    s.add(f)
-    return f
-
-
 def _quantiles(rows: list[Any]) -> dict[str, dict[str, float]]:
     """Typical values of the stored scores (from a sample), for choosing filter bounds."""
     out = {}
@@ -259,11 +250,11 @@ class Indexer:
         collection of at most ``rescore_inline_limit`` items, or report it due (the service
         runs it in the background, ``inforank rescore --watch`` beside an embedded store).
         Returns (scores rewritten here, still due)."""
-        if not self.auto_rescore or not self.rescore_due(name):
+        if not self.auto_rescore:
             return 0, False
-        c = self.collection(name)
-        with self.sessions() as s:
-            n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
+        due, n = self._due(self.collection(name))
+        if not due:
+            return 0, False
         if n > self.rescore_inline_limit:
             return 0, True
         return self.rescore(name).rescored, False
@@ -432,16 +423,17 @@ class Indexer:
             if moms[m].n < 2:
                 continue
             rows = self._sample(c, m, sample)
-            unit = np.stack([unit_of(r) for r in rows])
+            unit = np.stack([unit_of(r) for r in rows]).astype(np.float64)
             norms = np.array([r.raw_norm for r in rows])
             iso = diagnostics.isotropy(unit)
-            sh = diagnostics.shell(moms[m], unit.astype(np.float64) * norms[:, None])
+            sh = diagnostics.shell(moms[m], unit * norms[:, None])
             info = out["modalities"][m]
             info["isotropy"] = {"i1": iso.i1, "i2": iso.i2}
             info["shell"] = sh.as_dict()
             info["score_quantiles"] = _quantiles(rows)
             if fresh[m].get("tolerance"):
-                info["freshness"]["sampled_share_outside_tolerance"] = self._share_outside(c, m, rows, moms, fresh[m])
+                share = self._share_outside(c, m, rows, unit, moms, fresh[m])
+                info["freshness"]["sampled_share_outside_tolerance"] = share
         if all(m in moms and moms[m].n for m in MODALITIES):
             g = diagnostics.modality_gap(moms["image"], moms["text"])
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
@@ -469,11 +461,11 @@ class Indexer:
             return list(s.execute(q).all())
 
     def _share_outside(
-        self, c: Collection, m: str, rows: list[Any], moms: dict[str, Moments], fresh: dict[str, Any]
+        self, c: Collection, m: str, rows: list[Any], unit: np.ndarray, moms: dict[str, Moments], fresh: dict[str, Any]
     ) -> float:
-        """Share of sampled rows whose stored score is further than the tolerance from its
-        value under the current statistics (the bound is a guarantee; this is what it guards)."""
-        unit = np.stack([unit_of(r) for r in rows]).astype(np.float64)
+        """Share of sampled rows (``unit``: their vectors) whose stored score is further than the
+        tolerance from its value under the current statistics (the bound is a guarantee; this is
+        what it guards)."""
         other = moms.get(other_modality(m), Moments.empty(c.dim))
         sc = scoring.score_members(unit, moms[m], other, c.tau, c.min_count)
         bad = np.zeros(len(rows), bool)
@@ -504,7 +496,7 @@ class Indexer:
         """
         c = self.collection(name)
         replayed = self._replay(c).pushed  # a crash after an earlier rescore's commit left these
-        fresh = self.freshness(name)
+        fresh = self.freshness(name, counts=False)  # nothing unchecked unless a pass is unfinished
         rep = RescoreReport(fresh, stats_version=c.stats_version, replayed=replayed)
         if not all and not self._unfinished_pass(c) and not any(f["outside_tolerance"] for f in fresh.values()):
             rep.skipped = True
@@ -574,7 +566,7 @@ class Indexer:
                 snap = {m: self.cache.get(s, c.id, m, c.dim)[1] for m in c.modalities}
                 for m, mom in snap.items():
                     write_moments(s, c.id, m, mom, target, kind=BASELINE)
-                    f = rows.get(m) or _new_freshness(s, c.id, m, target)
+                    f = rows.get(m) or writer.new_freshness(s, c.id, m, target)
                     # rows not checked yet are as far from these statistics as the bound says
                     f.pending_conformity, f.pending_info_gain = f.bound_conformity, f.bound_info_gain
                     f.baseline_version = target
@@ -655,14 +647,20 @@ class Indexer:
     def rescore_due(self, name: str) -> bool:
         """Whether the automatic policy would rescore now: a bound outside its tolerance (or an
         interrupted pass) and enough writes since the baseline to pay for it (amortised O(N))."""
-        c = self.collection(name)
-        fresh = self.freshness(name)
-        if not any(f["outside_tolerance"] for f in fresh.values()) and not self._unfinished_pass(c):
-            return False
-        changes = sum(f.get("changes_since_baseline", 0) for f in fresh.values())
+        return self._due(self.collection(name))[0]
+
+    def _due(self, c: Collection) -> tuple[bool, int]:
+        """(whether a rescore is due, the collection's item count)."""
+        fresh = self.freshness(c.name, counts=False)
+        unfinished = self._unfinished_pass(c)
         with self.sessions() as s:
             n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
-        return fresh_lib.budget_allows(changes, n, self.fresh_below) or self._unfinished_pass(c)
+        if unfinished:
+            return True, n
+        if not any(f["outside_tolerance"] for f in fresh.values()):
+            return False, n
+        changes = sum(f.get("changes_since_baseline", 0) for f in fresh.values())
+        return fresh_lib.budget_allows(changes, n, self.fresh_below), n
 
     @_db
     def item(self, name: str, user_id: UserId) -> dict[str, Any] | None:

@@ -474,17 +474,25 @@ def track_freshness(
             if not legacy:
                 write_moments(session, c.id, m, now[m], version, kind=BASELINE)
                 base[m] = now[m]
-            f = FreshnessRow(collection_id=c.id, modality=m, baseline_version=version, version=version)
-            f.spread_conformity = f.spread_info_gain = 0.0
-            f.pending_conformity = f.pending_info_gain = math.inf if legacy else 0.0
-            f.changes = f.rescored_items = 0
-            session.add(f)
+            f = new_freshness(session, c.id, m, version, pending=math.inf if legacy else 0.0)
         sh = shift(base, now, m, other_modality(m), c.tau)
         if m in scored:
             spread = Shift(f.spread_conformity, f.spread_info_gain).max(sh)
             f.spread_conformity, f.spread_info_gain = spread.conformity, spread.info_gain
         set_bound(f, c, now, m, sh, version)
         f.changes = (f.changes or 0) + changes.get(m, 0)
+
+
+def new_freshness(session: Session, cid: int, m: str, version: int, pending: float = 0.0) -> FreshnessRow:
+    """A modality's freshness row with its baseline at ``version``: nothing spread yet, rows
+    not yet checked within ``pending`` (infinite where their age is unknown)."""
+    f = FreshnessRow(collection_id=cid, modality=m, baseline_version=version, version=version)
+    f.spread_conformity = f.spread_info_gain = 0.0
+    f.pending_conformity = f.pending_info_gain = pending
+    f.bound_conformity = f.bound_info_gain = f.tol_info_gain_abs = 0.0
+    f.changes = f.rescored_items = 0
+    session.add(f)
+    return f
 
 
 def set_bound(f: FreshnessRow, c: Collection, now: dict[str, Moments], m: str, sh: Shift, version: int) -> None:
@@ -555,6 +563,7 @@ __all__ = [
     "computable",
     "delete",
     "fill_pending",
+    "new_freshness",
     "rescore_rows",
     "set_bound",
     "track_freshness",
