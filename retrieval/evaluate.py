@@ -18,13 +18,13 @@ so a bias towards one modality shows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from indexer.api import Indexer
 from indexer.errors import InvalidInputError
+from retrieval.hubness import HUB_GRID, Pairs, bias, choose, pairs, ranks, unit
 from retrieval.search import Searcher, SearchOptions
 
 K = 10
@@ -37,25 +37,6 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "rerank by information gain": {"rerank_info_gain": 0.25},
 }
 DIRECTIONS = (("text", "image"), ("image", "text"))
-
-
-@dataclass(frozen=True)
-class _Pairs:
-    ids: list[Any]
-    vectors: dict[str, np.ndarray]  # modality → rows in ``ids`` order
-
-
-def _pairs(ix: Indexer, name: str) -> _Pairs:
-    got = {m: ix.vectors(name, m) for m in ("image", "text")}
-    index = {m: {str(i): k for k, i in enumerate(got[m][0])} for m in got}
-    common = [i for i in got["image"][0] if str(i) in index["text"]]
-    if len(common) < 10:
-        raise InvalidInputError(
-            f"Collection {name!r} has {len(common)} paired items (an image and a text under one id); "
-            "evaluate needs at least 10."
-        )
-    vec = {m: np.stack([got[m][1][index[m][str(i)]] for i in common]) for m in got}
-    return _Pairs(common, vec)
 
 
 def _rank(ids: list[tuple[Any, str]], target: tuple[Any, str]) -> int | None:
@@ -100,7 +81,7 @@ def evaluate(
     if folds < 2:
         raise InvalidInputError("evaluate needs at least 2 folds.")
     opts = OPTIONS if options is None else options
-    p = _pairs(ix, name)
+    p = pairs(ix, name)
     if min(max_queries, len(p.ids)) < 2 * folds:
         raise InvalidInputError(
             f"{folds} folds need at least {2 * folds} queries; max_queries is {max_queries} and the "
@@ -134,50 +115,13 @@ def evaluate(
     return out
 
 
-#: (k, β) candidates for the hubness correction, chosen per fold on the training folds alone
-HUB_GRID = tuple((k, b) for k in (4, 8, 16) for b in (0.5, 0.75, 1.0))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _bias(gallery: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """Each gallery item's mean of its ``k`` highest similarities to the bank (chunked)."""
-    out = np.empty(len(gallery))
-    for s in range(0, len(gallery), 2048):
-        sim = gallery[s : s + 2048] @ bank.T
-        kk = min(k, sim.shape[1])
-        out[s : s + 2048] = np.mean(np.partition(sim, -kk, axis=1)[:, -kk:], axis=1)
-    return out
-
-
-def _ranks(q: np.ndarray, gallery: np.ndarray, targets: np.ndarray, bias: np.ndarray, beta: float) -> np.ndarray:
-    sim = q @ gallery.T - beta * bias[None, :]
-    own = sim[np.arange(len(q)), targets]
-    return 1 + (sim > own[:, None]).sum(axis=1)
-
-
-def _choose(queries: np.ndarray, gallery: np.ndarray, train: np.ndarray) -> tuple[int, float]:
-    """(k, β) with the best recall@1 on the training pairs: half of them query, the other half
-    is the bank."""
-    half = len(train) // 2
-    tq, tb = train[:half], train[half:]
-
-    def r1(kb: tuple[int, float]) -> float:
-        return float(np.mean(_ranks(queries[tq], gallery, tq, _bias(gallery, queries[tb], kb[0]), kb[1]) <= 1))
-
-    return max(HUB_GRID, key=r1)
-
-
-def _hubness(p: _Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
+def _hubness(p: Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
     """Nearest-neighbour normalisation, computed here (not yet a search option): the similarity
     of a query to gallery item v minus β × v's mean of its k highest similarities to a *bank* of
     queries. The bank of a fold is the other folds' items of the query modality, so a query's own
     pair never feeds the bias its ranking uses; k and β are chosen on the training folds only
     (split in two: one half queries, the other the bank)."""
-    vec = {m: _unit(v) for m, v in p.vectors.items()}
+    vec = {m: unit(v) for m, v in p.vectors.items()}
     everyone = np.arange(len(p.ids))
     out: dict[str, Any] = {}
     for q_mod, g_mod in DIRECTIONS:
@@ -185,10 +129,10 @@ def _hubness(p: _Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
         per_fold, chosen = [], []
         for part in parts:
             train = np.setdiff1d(everyone, part)
-            k, beta = _choose(vec[q_mod], gallery, train)
+            k, beta = choose(vec[q_mod], gallery, train)
             chosen.append({"k": k, "beta": beta})
-            ranks = _ranks(vec[q_mod][part], gallery, part, _bias(gallery, vec[q_mod][train], k), beta)
-            per_fold.append(_metrics(list(ranks)))
+            r = ranks(vec[q_mod][part], gallery, part, bias(gallery, vec[q_mod][train], k), beta)
+            per_fold.append(_metrics(list(r)))
         out[f"{q_mod}_to_{g_mod}"] = {**_spread(per_fold), "chosen": chosen}
     return out
 
@@ -196,7 +140,7 @@ def _hubness(p: _Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
 def _mixed(
     s: Searcher,
     name: str,
-    p: _Pairs,
+    p: Pairs,
     parts: list[np.ndarray],
     plain: dict[str, Any] | None,
     progress: Callable[[int], None] | None,

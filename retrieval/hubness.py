@@ -13,6 +13,7 @@ and a growing bank is not followed until the next fit (``applied.hubness`` says 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,68 @@ from indexer.errors import InvalidInputError
 from indexer.items import item_key, other_modality
 from indexer.sync import sync_dirty
 from indexer.writer import mark_dirty
-from retrieval.evaluate import HUB_GRID, _bias, _choose, _pairs, _unit
+
+
+@dataclass(frozen=True)
+class Pairs:
+    ids: list[Any]
+    vectors: dict[str, np.ndarray]  # modality → rows in ``ids`` order
+
+
+Loaded = dict[str, tuple[list[Any], np.ndarray, np.ndarray]]
+
+
+def pairs(ix: Indexer, name: str, got: Loaded | None = None) -> Pairs:
+    """The collection's paired items (an image and a text under one id); ``got``: the
+    modalities' ``Indexer.vectors`` when the caller has read them already."""
+    got = got or {m: ix.vectors(name, m) for m in ("image", "text")}
+    index = {m: {str(i): k for k, i in enumerate(got[m][0])} for m in got}
+    common = [i for i in got["image"][0] if str(i) in index["text"]]
+    if len(common) < 10:
+        raise InvalidInputError(
+            f"Collection {name!r} has {len(common)} paired items (an image and a text under one id); "
+            "evaluate needs at least 10."
+        )
+    vec = {m: np.stack([got[m][1][index[m][str(i)]] for i in common]) for m in got}
+    return Pairs(common, vec)
+
+
+#: (k, β) candidates for the hubness correction, chosen per fold on the training folds alone
+HUB_GRID = tuple((k, b) for k in (4, 8, 16) for b in (0.5, 0.75, 1.0))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def bias(gallery: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Each gallery item's mean of its ``k`` highest similarities to the bank (chunked)."""
+    out = np.empty(len(gallery))
+    for s in range(0, len(gallery), 2048):
+        sim = gallery[s : s + 2048] @ bank.T
+        kk = min(k, sim.shape[1])
+        out[s : s + 2048] = np.mean(np.partition(sim, -kk, axis=1)[:, -kk:], axis=1)
+    return out
+
+
+def ranks(q: np.ndarray, gallery: np.ndarray, targets: np.ndarray, item_bias: np.ndarray, beta: float) -> np.ndarray:
+    """1-based rank of each query's target (``targets``: gallery rows) under the corrected similarity."""
+    sim = q @ gallery.T - beta * item_bias[None, :]
+    own = sim[np.arange(len(q)), targets]
+    return 1 + (sim > own[:, None]).sum(axis=1)
+
+
+def choose(queries: np.ndarray, gallery: np.ndarray, train: np.ndarray) -> tuple[int, float]:
+    """(k, β) with the best recall@1 on the training pairs: half of them query, the other half
+    is the bank."""
+    half = len(train) // 2
+    tq, tb = train[:half], train[half:]
+
+    def r1(kb: tuple[int, float]) -> float:
+        return float(np.mean(ranks(queries[tq], gallery, tq, bias(gallery, queries[tb], kb[0]), kb[1]) <= 1))
+
+    return max(HUB_GRID, key=r1)
 
 
 def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
@@ -35,14 +97,14 @@ def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = No
         raise InvalidInputError("Hubness correction needs both modalities: the bank is the other modality's items.")
     if (k is None) != (beta is None):
         raise InvalidInputError("Give both k and beta, or neither (then they are chosen on the collection's pairs).")
+    data = {m: ix.vectors(name, m) for m in c.modalities}  # read once: the pairs and the biases
     if k is None or beta is None:
-        p = _pairs(ix, name)
-        vec = {m: _unit(v) for m, v in p.vectors.items()}
+        p = pairs(ix, name, data)
+        vec = {m: unit(v) for m, v in p.vectors.items()}
         train = np.random.default_rng(0).permutation(len(p.ids))
-        k, beta = _choose(vec["text"], vec["image"], train)  # text queries, the common case
+        k, beta = choose(vec["text"], vec["image"], train)  # text queries, the common case
     if not (1 <= k <= 1000 and 0 <= beta <= 10):
         raise InvalidInputError(f"k must be 1–1000 and beta 0–10, got k={k}, beta={beta}.")
-    data = {m: ix.vectors(name, m) for m in c.modalities}
     biased = 0
     with ix.sessions.begin() as s:
         row = lock_collection(s, c.id)
@@ -51,13 +113,13 @@ def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = No
             bank = data[other_modality(g)][1]
             if not len(ids) or not len(bank):
                 continue
-            bias = _bias(gallery.astype(np.float64), bank.astype(np.float64), k)
+            item_bias = bias(gallery.astype(np.float64), bank.astype(np.float64), k)
             keys = [item_key(i) for i in ids]
             s.execute(
                 update(VectorRow),
                 [
                     {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b)}
-                    for key, b in zip(keys, bias, strict=True)
+                    for key, b in zip(keys, item_bias, strict=True)
                 ],
             )
             mark_dirty(s, c.id, keys)
@@ -72,4 +134,4 @@ def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = No
     return {"collection": name, "k": k, "beta": beta, "items": biased, "stats_version": version, "grid": HUB_GRID}
 
 
-__all__ = ["fit"]
+__all__ = ["HUB_GRID", "Pairs", "bias", "choose", "fit", "pairs", "ranks", "unit"]

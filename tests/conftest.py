@@ -137,3 +137,15 @@ def ellipsoid_pairs(n: int, d: int = 64, seed: int = 0) -> tuple[np.ndarray, np.
     img = z + 0.5 * rng.normal(size=(n, d)) + 3.0 * np.eye(d)[0] * scales.max()
     txt = z @ rot.T * 0.3 + z * 0.7 + 0.5 * rng.normal(size=(n, d)) + 3.0 * np.eye(d)[1] * 2
     return img, txt
+
+
+def coco_pairs_indexer(root: Path) -> tuple[Indexer, np.ndarray]:
+    """An embedded indexer under ``root`` with the 500 COCO pairs as collection "c" (id i =
+    row i), and the raw features (images, texts)."""
+    from indexer.items import Item
+
+    feats = np.load(COCO).astype(np.float64)
+    ix = Indexer(f"sqlite:///{root / 'c.sqlite'}", QdrantLocation(edge_path=str(root / "q")))
+    ix.create_collection("c", dim=512)
+    ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(500)])
+    return ix, feats

@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer.api import Indexer
 from indexer.errors import InvalidQueryError
-from indexer.items import Item
-from indexer.store import QdrantLocation
 from retrieval import hubness
 from retrieval.cli import app
 from retrieval.search import Searcher, SearchOptions
-from tests.conftest import COCO
+from tests.conftest import COCO, coco_pairs_indexer
 from tests.consistency import assert_consistent
 
 K, BETA = 4, 0.75
@@ -25,11 +22,7 @@ K, BETA = 4, 0.75
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("hub")
-    feats = np.load(COCO).astype(np.float64)
-    ix = Indexer(f"sqlite:///{d / 'h.sqlite'}", QdrantLocation(edge_path=str(d / "q")))
-    ix.create_collection("c", dim=512)
-    ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(500)])
+    ix, feats = coco_pairs_indexer(tmp_path_factory.mktemp("hub"))
     with pytest.raises(InvalidQueryError, match="hubness fit"):
         Searcher(ix).search("c", feats[1][0], SearchOptions(hubness=True))
     out = hubness.fit(ix, "c", k=K, beta=BETA)
