@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -157,25 +159,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_running_service_with_the_python_client(tmp_path: Path):
+@contextmanager
+def _serving(env: dict[str, str]) -> Iterator[str]:
+    """A real `inforank serve` process on a free port; yields its URL once /health answers."""
     port = _free_port()
-    env = {**os.environ, "INFORANK_DATA_DIR": str(tmp_path / "data"), "INFORANK_API_KEY": "k"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        with Client(url, api_key="k", timeout=10) as c:
-            for _ in range(100):
-                try:
-                    c.health()
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
-                except Exception:
-                    time.sleep(0.2)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.slow
+def test_running_service_with_the_python_client(tmp_path: Path):
+    env = {**os.environ, "INFORANK_DATA_DIR": str(tmp_path / "data"), "INFORANK_API_KEY": "k"}
+    with _serving(env) as url:
+        with Client(url, api_key="k", timeout=10) as c:
             c.create_collection("c", D, min_count=4)
             rep = c.add("c", _items(30), model="external")
             assert len(rep["ingested"]) == 30
@@ -254,9 +266,6 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         out = cli("sync", "c", json_out=False)
         assert out.returncode == 2 and "has no remote mode" in out.stderr
         assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -266,22 +275,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_the_docs_render_offline_with_a_key_set(tmp_path: Path):
     """/docs in headless Chromium, with INFORANK_API_KEY set and no network: the Swagger UI
     renders the API's operations from local assets (a blank page before)."""
-    port = _free_port()
     env = {**os.environ, "INFORANK_DATA_DIR": str(tmp_path / "data"), "INFORANK_API_KEY": "k"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/docs"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with _serving(env) as base:
+        url = base + "/docs"
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}"]
         dom = subprocess.run(
             [CHROMIUM, *flags, "--virtual-time-budget=8000", "--dump-dom", url],
@@ -300,6 +296,3 @@ def test_the_docs_render_offline_with_a_key_set(tmp_path: Path):
 
         pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
         assert pixels.std() > 10  # not a blank page
-    finally:
-        proc.terminate()
-        proc.wait(10)
