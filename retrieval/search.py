@@ -298,9 +298,7 @@ class Searcher:
         The fraction comes from the collection's own score distribution, for filters on the
         scores alone; it is None when a user's payload filter (of unknown selectivity) is part.
         """
-        user = o.payload_filter
-        if user is not None and not isinstance(user, dict):
-            raise InvalidQueryError("The payload filter must be a JSON object.")
+        user = o.payload_filter  # checked and made canonical by validate()
         bounds = {"info_gain": (o.min_info_gain, o.max_info_gain), "conformity": (o.min_conformity, o.max_conformity)}
         must = [
             {"key": f"{t}_{f}", "range": {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}}
