@@ -1,19 +1,27 @@
-"""A small typed client for the inforank HTTP API (sync and async); needs no torch.
+"""A small typed client for the inforank HTTP API, sync and async; needs only httpx and numpy.
 
 >>> with Client("http://localhost:8000", api_key="…") as c:
-...     hits = c.search("photos", vector, k=5, exclude_bottom_info_gain_pct=5)
+...     res = c.search("photos", vector, k=5, exclude_bottom_info_gain_pct=5)
+...     [r.id for r in res.results]
+
+Both clients build each request with the same code (:class:`_Calls`) and differ only in how
+they send it. Search options are :class:`retrieval.options.SearchOptions`' fields, given as
+keyword arguments or as one object; an unknown name is refused before anything is sent. Errors
+come back as the library's own exception classes (the service names them), e.g.
+:class:`~indexer.errors.NotFoundError`, :class:`~indexer.errors.UnauthorizedError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import numpy as np
 
 from indexer import errors
+from retrieval.options import SearchOptions, SearchResponse
 
 _BY_STATUS: dict[int, type[errors.InforankError]] = {
     400: errors.InvalidInputError,
@@ -25,23 +33,50 @@ _BY_STATUS: dict[int, type[errors.InforankError]] = {
 }
 
 
-@dataclass(frozen=True)
-class Hit:
-    id: Any
-    modality: str
-    similarity: float
-    score: float
-    conformity: float | None
-    info_gain: float | None
-    stats_version: int | None
-    payload: dict[str, Any]
+class CollectionInfo(TypedDict, total=False):
+    id: int
+    name: str
+    model: str
+    pretrained: str
+    dim: int
+    min_count: int
+    qdrant_collection: str
+    vector_names: dict[str, str]
+    attached: bool
+    stats_version: int
 
 
-@dataclass(frozen=True)
-class SearchResult:
-    hits: list[Hit]
-    note: str | None
-    applied: dict[str, Any]
+class IngestResult(TypedDict):
+    ingested: list[Any]
+    skipped_duplicates: list[Any]
+    rejected: list[dict[str, Any]]
+    quarantined: list[dict[str, Any]]
+    rescored: int
+    rescore_due: bool
+    stats_version: int
+
+
+class DeleteResult(TypedDict, total=False):
+    deleted: list[Any]
+    missing: list[Any]
+    stats_version: int
+    replayed: int
+    rescore_due: bool
+
+
+class RescoreResult(TypedDict, total=False):
+    freshness: dict[str, Any]
+    checked: int
+    rescored: int
+    skipped: bool
+    stats_version: int
+    replayed: int
+
+
+class SyncResult(TypedDict):
+    collection: str
+    pushed: int
+    quarantined: dict[str, Any]
 
 
 def _raise(r: httpx.Response) -> Any:
@@ -79,12 +114,48 @@ def _items(items: Sequence[dict[str, Any]], model: str | None = None, pretrained
     return {"items": out, **({"model": model, "pretrained": pretrained} if model is not None else {})}
 
 
-def _result(d: dict[str, Any]) -> SearchResult:
-    return SearchResult([Hit(**h) for h in d["results"]], d.get("note"), d.get("applied", {}))
+def _options(options: SearchOptions | None, kw: dict[str, Any]) -> dict[str, Any]:
+    if options is not None and kw:
+        raise errors.InvalidQueryError("Give search options as one SearchOptions or as keywords, not both.")
+    return (options if options is not None else SearchOptions.from_kwargs(**kw)).as_dict()
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"X-API-Key": api_key} if api_key else {}
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, str] | None = None
+    parse: Callable[[Any], Any] = lambda d: d
+
+
+class _Calls:
+    """Every request of the API, built once for both clients."""
+
+    @staticmethod
+    def search(name: str, vector: Any, options: SearchOptions | None, kw: dict[str, Any]) -> _Call:
+        body = {"vector": _vec(vector), **_options(options, kw)}
+        return _Call("POST", f"/collections/{name}/search", body, parse=SearchResponse.from_dict)
+
+    @staticmethod
+    def add(name: str, items: Sequence[dict[str, Any]], model: str | None, pretrained: str) -> _Call:
+        return _Call("POST", f"/collections/{name}/items", _items(items, model, pretrained))
+
+    @staticmethod
+    def create(name: str, dim: int, kw: dict[str, Any]) -> _Call:
+        return _Call("POST", "/collections", {"name": name, "dim": dim, **kw})
+
+    @staticmethod
+    def rescore(name: str, all: bool) -> _Call:
+        return _Call("POST", f"/collections/{name}/rescore", params={"all": str(all).lower()})
+
+    @staticmethod
+    def evaluate(name: str, folds: int, max_queries: int) -> _Call:
+        return _Call("POST", f"/collections/{name}/evaluate", {"folds": folds, "max_queries": max_queries})
 
 
 class Client:
@@ -107,70 +178,137 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, c: _Call) -> Any:
+        return c.parse(_raise(self._http.request(c.method, c.path, json=c.json, params=c.params)))
+
     def health(self) -> dict[str, Any]:
-        return _raise(self._http.get("/health"))
+        return self._send(_Call("GET", "/health"))
 
-    def collections(self) -> list[dict[str, Any]]:
-        return _raise(self._http.get("/collections"))
+    def collections(self) -> list[CollectionInfo]:
+        return self._send(_Call("GET", "/collections"))
 
-    def collection(self, name: str) -> dict[str, Any]:
-        return _raise(self._http.get(f"/collections/{name}"))
+    def collection(self, name: str) -> CollectionInfo:
+        return self._send(_Call("GET", f"/collections/{name}"))
 
-    def create_collection(self, name: str, dim: int, **kw: Any) -> dict[str, Any]:
-        return _raise(self._http.post("/collections", json={"name": name, "dim": dim, **kw}))
+    def create_collection(self, name: str, dim: int, **kw: Any) -> CollectionInfo:
+        """``kw``: ``model``, ``pretrained``, ``min_count``."""
+        return self._send(_Calls.create(name, dim, kw))
 
     def add(
         self, name: str, items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = ""
-    ) -> dict[str, Any]:
+    ) -> IngestResult:
         """``items``: dicts with ``id``, ``image`` and/or ``text`` vectors, ``metadata``.
         ``model``/``pretrained``: what produced the vectors; the service refuses a mismatch."""
-        return _raise(self._http.post(f"/collections/{name}/items", json=_items(items, model, pretrained)))
+        return self._send(_Calls.add(name, items, model, pretrained))
 
-    def delete(self, name: str, ids: Sequence[str | int]) -> dict[str, Any]:
-        return _raise(self._http.post(f"/collections/{name}/delete", json={"ids": list(ids)}))
+    def delete(self, name: str, ids: Sequence[str | int]) -> DeleteResult:
+        return self._send(_Call("POST", f"/collections/{name}/delete", {"ids": list(ids)}))
 
-    def search(self, name: str, vector: Any, **options: Any) -> SearchResult:
-        return _result(_raise(self._http.post(f"/collections/{name}/search", json={"vector": _vec(vector), **options})))
+    def search(self, name: str, vector: Any, options: SearchOptions | None = None, **kw: Any) -> SearchResponse:
+        return self._send(_Calls.search(name, vector, options, kw))
 
     def stats(self, name: str) -> dict[str, Any]:
-        return _raise(self._http.get(f"/collections/{name}/stats"))
+        return self._send(_Call("GET", f"/collections/{name}/stats"))
 
-    def drop(self, name: str) -> dict[str, Any]:
-        return _raise(self._http.delete(f"/collections/{name}"))
+    def drop(self, name: str) -> dict[str, str]:
+        return self._send(_Call("DELETE", f"/collections/{name}"))
 
-    def rescore(self, name: str, all: bool = False) -> dict[str, Any]:
-        params = {"all": str(all).lower()}
-        return _raise(self._http.post(f"/collections/{name}/rescore", params=params))
+    def rescore(self, name: str, all: bool = False) -> RescoreResult:
+        return self._send(_Calls.rescore(name, all))
+
+    def sync(self, name: str) -> SyncResult:
+        return self._send(_Call("POST", f"/collections/{name}/sync"))
+
+    def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
+        return self._send(_Calls.evaluate(name, folds, max_queries))
+
+    def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
+        return self._send(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))
 
     def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:
-        return _raise(self._http.post(f"/collections/{name}/align", json={"method": method, "force": force}))
+        return self._send(_Call("POST", f"/collections/{name}/align", {"method": method, "force": force}))
 
     def align_status(self, name: str) -> list[dict[str, Any]]:
-        return _raise(self._http.get(f"/collections/{name}/align"))
+        return self._send(_Call("GET", f"/collections/{name}/align"))
 
-    def align_off(self, name: str) -> dict[str, Any]:
-        return _raise(self._http.delete(f"/collections/{name}/align"))
+    def align_off(self, name: str) -> dict[str, str]:
+        return self._send(_Call("DELETE", f"/collections/{name}/align"))
 
 
 class AsyncClient:
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout)
+    """The same API as :class:`Client`, every method awaitable."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         await self._http.aclose()
 
-    async def search(self, name: str, vector: Any, **options: Any) -> SearchResult:
-        r = await self._http.post(f"/collections/{name}/search", json={"vector": _vec(vector), **options})
-        return _result(_raise(r))
+    async def _asend(self, c: _Call) -> Any:
+        r = await self._http.request(c.method, c.path, json=c.json, params=c.params)
+        return c.parse(_raise(r))
+
+    async def health(self) -> dict[str, Any]:
+        return await self._asend(_Call("GET", "/health"))
+
+    async def collections(self) -> list[CollectionInfo]:
+        return await self._asend(_Call("GET", "/collections"))
+
+    async def collection(self, name: str) -> CollectionInfo:
+        return await self._asend(_Call("GET", f"/collections/{name}"))
+
+    async def create_collection(self, name: str, dim: int, **kw: Any) -> CollectionInfo:
+        return await self._asend(_Calls.create(name, dim, kw))
 
     async def add(
         self, name: str, items: Sequence[dict[str, Any]], model: str | None = None, pretrained: str = ""
-    ) -> dict[str, Any]:
-        body = _items(items, model, pretrained)
-        return _raise(await self._http.post(f"/collections/{name}/items", json=body))
+    ) -> IngestResult:
+        return await self._asend(_Calls.add(name, items, model, pretrained))
+
+    async def delete(self, name: str, ids: Sequence[str | int]) -> DeleteResult:
+        return await self._asend(_Call("POST", f"/collections/{name}/delete", {"ids": list(ids)}))
+
+    async def search(self, name: str, vector: Any, options: SearchOptions | None = None, **kw: Any) -> SearchResponse:
+        return await self._asend(_Calls.search(name, vector, options, kw))
 
     async def stats(self, name: str) -> dict[str, Any]:
-        return _raise(await self._http.get(f"/collections/{name}/stats"))
+        return await self._asend(_Call("GET", f"/collections/{name}/stats"))
+
+    async def drop(self, name: str) -> dict[str, str]:
+        return await self._asend(_Call("DELETE", f"/collections/{name}"))
+
+    async def rescore(self, name: str, all: bool = False) -> RescoreResult:
+        return await self._asend(_Calls.rescore(name, all))
+
+    async def sync(self, name: str) -> SyncResult:
+        return await self._asend(_Call("POST", f"/collections/{name}/sync"))
+
+    async def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
+        return await self._asend(_Calls.evaluate(name, folds, max_queries))
+
+    async def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
+        return await self._asend(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))
+
+    async def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:
+        return await self._asend(_Call("POST", f"/collections/{name}/align", {"method": method, "force": force}))
+
+    async def align_status(self, name: str) -> list[dict[str, Any]]:
+        return await self._asend(_Call("GET", f"/collections/{name}/align"))
+
+    async def align_off(self, name: str) -> dict[str, str]:
+        return await self._asend(_Call("DELETE", f"/collections/{name}/align"))

@@ -25,6 +25,7 @@ import numpy as np
 from indexer.api import Indexer
 from indexer.errors import InvalidInputError
 from retrieval.hubness import HUB_GRID, Pairs, bias, choose, pairs, ranks, unit
+from retrieval.options import Modality
 from retrieval.search import Searcher, SearchOptions
 
 K = 10
@@ -36,7 +37,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "prefer typical": {"rerank_conformity": 0.25, "exclude_bottom_info_gain_pct": 5.0},
     "rerank by information gain": {"rerank_info_gain": 0.25},
 }
-DIRECTIONS = (("text", "image"), ("image", "text"))
+DIRECTIONS: tuple[tuple[Modality, Modality], ...] = (("text", "image"), ("image", "text"))
 
 
 def _rank(ids: list[tuple[Any, str]], target: tuple[Any, str]) -> int | None:

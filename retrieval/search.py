@@ -13,21 +13,22 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 
+from indexer import schema
 from indexer.api import Indexer
 from indexer.collections import Collection
 from indexer.errors import InvalidQueryError
-from indexer.items import MODALITIES, SCORE_FIELDS
+from indexer.items import MODALITIES
 from indexer.moments import Moments
+from indexer.schema import SCORE_FIELDS, key
 from indexer.store.base import Blend, Hit, QuerySpec
 from indexer.vectors import as_query
+from retrieval.options import MAX_K, Result, SearchOptions, SearchResponse
 
-MAX_K = 1000
-DEFAULT_DEPTH = 100
 #: rerank weights are bounded so a blended score never reaches the filter penalty's range
 MAX_WEIGHT = 1000.0
 #: score filters expected to keep at least this fraction are answered among the nearest
@@ -39,56 +40,15 @@ CANDIDATE_SLACK = 32
 MAX_CANDIDATES = 5000
 
 
-@dataclass(kw_only=True)
-class SearchOptions:
-    k: int = 10
-    modality: str = "image"  # image | text | all
-    query_modality: str = "text"
-    min_info_gain: float | None = None
-    max_info_gain: float | None = None
-    min_conformity: float | None = None
-    max_conformity: float | None = None
-    exclude_bottom_info_gain_pct: float | None = None
-    payload_filter: dict[str, Any] | None = None
-    rerank_info_gain: float = 0.0
-    rerank_conformity: float = 0.0
-    depth: int = DEFAULT_DEPTH
-    align: bool = False
-    calibrate: bool = True
-    #: subtract β × each item's hubness bias (fitted by `inforank hubness fit`), inside Qdrant
-    hubness: bool = False
-
-
-@dataclass
-class Result:
-    id: Any
-    modality: str
-    similarity: float
-    score: float
-    conformity: float | None
-    info_gain: float | None
-    stats_version: int | None
-    payload: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass
-class SearchResponse:
-    results: list[Result]
-    note: str | None = None
-    applied: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "results": [r.as_dict() for r in self.results],
-            "note": self.note,
-            "applied": self.applied,
-        }
-
-
-def validate(o: SearchOptions) -> None:
+def validate(o: SearchOptions) -> SearchOptions:
+    """``o`` checked, with its filter in canonical form and ``prefer`` resolved (a new object)."""
+    if not isinstance(o, SearchOptions):
+        raise InvalidQueryError(f"Search options must be SearchOptions, got {type(o).__name__}.")
+    if o.prefer not in (None, "distinctive", "typical"):
+        raise InvalidQueryError(f"prefer takes distinctive or typical, got {o.prefer!r}.")
+    if o.query_modality not in MODALITIES:
+        raise InvalidQueryError(f"query_modality must be image or text, got {o.query_modality!r}.")
+    o = replace(o.resolved())
     for name in ("k", "depth"):
         if isinstance(getattr(o, name), bool) or not isinstance(getattr(o, name), int):
             raise InvalidQueryError(f"{name} must be an integer, got {getattr(o, name)!r}.")
@@ -96,7 +56,7 @@ def validate(o: SearchOptions) -> None:
         v = getattr(o, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
             raise InvalidQueryError(f"{name} must be a finite number, got {v!r}.")
-    o.payload_filter = check_filter(o.payload_filter)
+    o.filter = check_filter(o.filter)
     if not 1 <= o.k <= MAX_K:
         raise InvalidQueryError(f"k must be between 1 and {MAX_K}, got {o.k}.")
     if o.modality not in (*MODALITIES, "all"):
@@ -110,6 +70,7 @@ def validate(o: SearchOptions) -> None:
         w = getattr(o, name)
         if not np.isfinite(w) or abs(w) > MAX_WEIGHT:
             raise InvalidQueryError(f"{name} must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+    return o
 
 
 def check_filter(f: Any) -> dict[str, Any] | None:
@@ -238,10 +199,10 @@ class Searcher:
         return {t: hit[2][t] for t in targets if t in hit[2]}
 
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
-        validate(opts)
+        opts = validate(opts)
         c = self.ix.collection(collection)
         q = as_query(vector, c.dim)
-        targets = list(c.modalities) if opts.modality == "all" else [opts.modality]
+        targets: list[str] = list(c.modalities) if opts.modality == "all" else [opts.modality]
         for t in targets:
             if t not in c.vector_names:
                 raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
@@ -298,10 +259,10 @@ class Searcher:
         The fraction comes from the collection's own score distribution, for filters on the
         scores alone; it is None when a user's payload filter (of unknown selectivity) is part.
         """
-        user = o.payload_filter  # checked and made canonical by validate()
+        user = o.filter  # checked and made canonical by validate()
         bounds = {"info_gain": (o.min_info_gain, o.max_info_gain), "conformity": (o.min_conformity, o.max_conformity)}
         must = [
-            {"key": f"{t}_{f}", "range": {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}}
+            {"key": key(t, f), "range": {k: v for k, v in (("gte", lo), ("lte", hi)) if v is not None}}
             for f, (lo, hi) in bounds.items()
             if (lo, hi) != (None, None)
         ]
@@ -314,7 +275,7 @@ class Searcher:
             if len(vals):
                 cut = percentile_of_sorted(vals, o.exclude_bottom_info_gain_pct)
                 applied[f"{t}_info_gain_cutoff"] = cut
-                must_not.append({"key": f"{t}_info_gain", "range": {"lt": cut}})
+                must_not.append({"key": key(t, "info_gain"), "range": {"lt": cut}})
             else:
                 applied.setdefault("skipped", []).append(
                     f"exclude_bottom_info_gain_pct on {t}: no {t} has an information gain yet (it needs "
@@ -345,7 +306,7 @@ class Searcher:
             for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
                 if w:
                     mu, sd, _ = dist[f]
-                    terms.append((f"{t}_{f}", w * s_q / sd, mu))
+                    terms.append((key(t, f), w * s_q / sd, mu))
             applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
             applied[f"{t}_similarity_scale"] = s_q
         if o.hubness:
@@ -353,7 +314,7 @@ class Searcher:
                 raise InvalidQueryError(
                     f"Collection {c.name!r} has no hubness correction yet: run `inforank hubness fit {c.name}`."
                 )
-            terms.append((f"{t}_hub_bias", -c.hub_beta, 0.0))  # an item without a bias is not corrected
+            terms.append((key(t, "hub_bias"), -c.hub_beta, 0.0))  # an item without a bias is not corrected
             applied["hubness"] = {"k": c.hub_k, "beta": c.hub_beta, "fitted_at_stats_version": c.hub_version}
         return Blend(tuple(terms)) if terms else None
 
@@ -432,12 +393,12 @@ def _result(h: Hit, t: str, blend: Blend | None) -> Result:
     if blend is not None:
         sim -= sum(w * (float(p.get(f, ctr)) - ctr) for f, w, ctr in blend.terms)
     return Result(
-        id=p.get("inforank_id", h.id),
+        id=p.get(schema.ID, h.id),
         modality=t,
         similarity=float(sim),
         score=float(h.score),
-        conformity=p.get(f"{t}_conformity"),
-        info_gain=p.get(f"{t}_info_gain"),
-        stats_version=p.get(f"{t}_stats_version"),
+        conformity=p.get(key(t, "conformity")),
+        info_gain=p.get(key(t, "info_gain")),
+        stats_version=p.get(key(t, "stats_version")),
         payload={k: v for k, v in p.items() if k not in SCORE_FIELDS},
     )

@@ -246,7 +246,7 @@ def test_malformed_filters_and_options_are_4xx_in_every_door(ix: Indexer, tmp_pa
     tc = TestClient(create_app(ix))
     for f in BAD_FILTERS:
         with pytest.raises(InvalidQueryError):
-            sr.search("c", [1, 2, 3, 4], SearchOptions(modality="image", payload_filter=f))  # type: ignore[arg-type]
+            sr.search("c", [1, 2, 3, 4], SearchOptions(modality="image", filter=f))  # type: ignore[arg-type]
         body = json.dumps({"vector": [1, 2, 3, 4], "modality": "image", "filter": f}, allow_nan=True)
         r = tc.post("/collections/c/search", content=body, headers={"content-type": "application/json"})
         assert r.status_code in (400, 422), (f, r.status_code, r.text)

@@ -62,7 +62,7 @@ def test_filters_run_in_qdrant_and_return_exactly_k(coco_ix: Indexer, coco):
     res = s.search(
         "c",
         txt[0],
-        SearchOptions(k=20, min_info_gain=lo, payload_filter={"must": [{"key": "parity", "match": {"value": "even"}}]}),
+        SearchOptions(k=20, min_info_gain=lo, filter={"must": [{"key": "parity", "match": {"value": "even"}}]}),
     )
     assert len(res.results) == 20 and res.note is None
     assert all(h.info_gain >= lo and h.payload["parity"] == "even" for h in res.results)
@@ -110,7 +110,7 @@ def test_prefer_never_lifts_a_placeholder(tmp_path):
     must not lift them into a top 10 where plain search does not already show them."""
     from indexer.items import Item
     from indexer.store import QdrantLocation
-    from retrieval.cli import PREFER_EXCLUDE_PCT, PREFER_WEIGHT
+    from retrieval.options import PREFER_EXCLUDE_PCT, PREFER_WEIGHT
 
     feats = np.load(COCO).astype(np.float64)
     img, txt = feats[0], feats[1]
@@ -243,16 +243,16 @@ def test_unknown_collection_and_bad_filter(coco_ix: Indexer):
     with pytest.raises(NotFoundError):
         Searcher(coco_ix).search("nope", np.ones(512), SearchOptions())
     with pytest.raises(InvalidQueryError):
-        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(payload_filter={"bogus": []}))
+        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(filter={"bogus": []}))
 
 
 def test_boolean_match_works_on_the_server_api_and_is_refused_on_edge(coco_ix: Indexer, location, coco):
     flt = {"must": [{"key": "flag", "match": {"value": True}}]}
     if location.edge_path:
         with pytest.raises(InvalidQueryError, match="cannot match boolean payload values"):
-            Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, payload_filter=flt))
+            Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, filter=flt))
     else:
-        res = Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, payload_filter=flt))
+        res = Searcher(coco_ix).search("c", coco[1][0], SearchOptions(k=5, filter=flt))
         assert len(res.results) == 5 and all(h.payload["flag"] is True for h in res.results)
 
 
