@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from indexer import collections as catalog
+from indexer import schema
 from indexer.api import Indexer
 from indexer.collections import EXTERNAL
 from indexer.errors import InvalidInputError
-from indexer.items import SCORE_FIELDS, Item
+from indexer.items import Item
+from indexer.schema import SCORE_FIELDS
 from indexer.writer import BatchReport
 
 PAGE = 512
@@ -78,7 +80,9 @@ def attach(
                 vector_names=names,
                 attached=True,
             )
-        ix.store.add_float_indexes(qdrant_collection, [f for f in SCORE_FIELDS if f.split("_")[0] in names])
+        ix.store.add_float_indexes(
+            qdrant_collection, [f for f in SCORE_FIELDS if (schema.parse(f) or ("",))[0] in names]
+        )
     else:
         catalog.check_model(existing[cname], model, pretrained)
     return ix.add(cname, _scroll(ix, qdrant_collection, names), batch_size=batch_size, progress=progress)
@@ -92,7 +96,7 @@ def _scroll(ix: Indexer, qc: str, names: dict[str, str]) -> Iterator[Item]:
             vecs = {m: np.asarray(h.vectors[v]) for m, v in names.items() if h.vectors and v in h.vectors}
             if vecs:
                 hashes = {m: _stable_hash(v) for m, v in vecs.items()}
-                yield Item(vecs, id=h.payload.get("inforank_id", _user_id(h.id)), point_id=h.id, hashes=hashes)
+                yield Item(vecs, id=h.payload.get(schema.ID, _user_id(h.id)), point_id=h.id, hashes=hashes)
         offset = page.next_offset
         if offset is None:
             return

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.errors import InvalidItemError
+from indexer.schema import OWNED_FIELDS, RESERVED, RESERVED_PREFIX, SCORE_FIELDS  # noqa: F401  (re-exported)
 
 MODALITIES = ("image", "text")
 
@@ -21,15 +22,6 @@ def other_modality(m: str) -> str:
     return "text" if m == "image" else "image"
 
 
-#: payload keys inforank owns; user metadata may not use them.
-RESERVED_PREFIX = "inforank_"
-SCORE_FIELDS = tuple(f"{m}_{s}" for m in MODALITIES for s in ("conformity", "info_gain"))
-RESERVED = frozenset(
-    [*SCORE_FIELDS]
-    + [f"{m}_{s}" for m in MODALITIES for s in ("stats_version", "hash", "source", "raw_norm", "hub_bias")]
-)
-#: every payload key inforank writes (removed from adopted points on delete).
-OWNED_FIELDS = RESERVED | {"inforank_id"}
 _NS = uuid.UUID("7d1d7c1e-2f4e-4f59-9d0e-6a0c5b1f3e21")
 
 UserId = str | int

@@ -1,4 +1,5 @@
-"""The Qdrant point of an item, built from its database rows alone (so it can be replayed)."""
+"""The Qdrant point of an item, built from its database rows alone (so it can be replayed);
+the field names are :mod:`indexer.schema`'s."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from indexer import schema
+from indexer.schema import key
 from indexer.store.base import StorePoint
 
 
@@ -17,22 +20,22 @@ def unit_of(row: Any) -> np.ndarray:
 def payload(point: Any, vecs: Sequence[Any]) -> dict[str, Any]:
     """``point``/``vecs``: :class:`PointRow`/:class:`VectorRow` objects or rows with their columns."""
     out: dict[str, Any] = dict(point.meta or {})
-    out["inforank_id"] = point.user_id
+    out[schema.ID] = point.user_id
     for v in vecs:
         m = v.modality
-        out[f"{m}_hash"] = v.content_hash
+        out[key(m, "hash")] = v.content_hash
         if v.source is not None:
-            out[f"{m}_source"] = v.source
+            out[key(m, "source")] = v.source
         if v.conformity is not None:
-            out[f"{m}_conformity"] = float(v.conformity)
+            out[key(m, "conformity")] = float(v.conformity)
         if v.info_gain is not None:
-            out[f"{m}_info_gain"] = float(v.info_gain)
+            out[key(m, "info_gain")] = float(v.info_gain)
         if getattr(v, "raw_norm", None) is not None:
-            out[f"{m}_raw_norm"] = float(v.raw_norm)
+            out[key(m, "raw_norm")] = float(v.raw_norm)
         if v.scores_version is not None:
-            out[f"{m}_stats_version"] = int(v.scores_version)
+            out[key(m, "stats_version")] = int(v.scores_version)
         if getattr(v, "hub_bias", None) is not None:
-            out[f"{m}_hub_bias"] = float(v.hub_bias)
+            out[key(m, "hub_bias")] = float(v.hub_bias)
     return out
 
 

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer.collections import Collection
 from indexer.db.models import PointRow, VectorRow
 from indexer.errors import NotFoundError, StorageError
-from indexer.items import OWNED_FIELDS
 from indexer.payload import payload, store_point
+from indexer.schema import OWNED_FIELDS, key
 from indexer.store.base import VectorStore
 
 BATCH = 1024
@@ -200,14 +200,14 @@ def push_scores(
     if not scores:
         return Pushed()
     fields: dict[str, dict[str, Any]] = defaultdict(dict)
-    for key, m, conf, ig, version in scores:
-        f = fields[key]
+    for item, m, conf, ig, version in scores:
+        f = fields[item]
         if conf is not None:
-            f[f"{m}_conformity"] = float(conf)
+            f[key(m, "conformity")] = float(conf)
         if ig is not None:
-            f[f"{m}_info_gain"] = float(ig)
+            f[key(m, "info_gain")] = float(ig)
         if version is not None:
-            f[f"{m}_stats_version"] = int(version)
+            f[key(m, "stats_version")] = int(version)
     keys = list(fields)
     with sessions.begin() as s:
         held: dict[str, str] = {}
