@@ -141,6 +141,25 @@ class ClipEncoder:
         return out, bad
 
 
+def encode_query(
+    model: str, pretrained: str, *, text: str | None = None, image: Path | None = None
+) -> tuple[np.ndarray, str]:
+    """A text or image query as a vector of a collection's model, and its modality."""
+    from indexer.errors import InvalidQueryError
+
+    if (text is None) == (image is None):
+        raise InvalidQueryError("Give exactly one of a query text or a query image.")
+    if model == "external":
+        raise InvalidQueryError("The collection holds external vectors: query with a vector of your own model.")
+    enc = ClipEncoder.load(model, pretrained)
+    if text is not None:
+        return enc.encode_texts([text])[0], "text"
+    vecs, bad = enc.encode_images([Path(image)])  # type: ignore[arg-type]
+    if bad:
+        raise InvalidQueryError(bad[0])
+    return vecs[0], "image"
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 

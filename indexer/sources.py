@@ -105,3 +105,35 @@ def image_items(root: Path, encoder: Encoder, batch: int | None = None) -> Itera
 
 def count_images(root: Path) -> int:
     return len(find_images(root))
+
+
+def reads(
+    model: str,
+    pretrained: str,
+    *,
+    vectors: Path | None = None,
+    modality: str | None = None,
+    ids: Path | None = None,
+    texts: Path | None = None,
+    images: Path | None = None,
+) -> tuple[Iterator[Read], int | None]:
+    """What ``inforank ingest`` reads for a collection of ``model``: items and rejections from
+    exactly one of ``vectors`` (with ``modality``), ``texts`` or ``images``, and how many if known."""
+    if sum(x is not None for x in (vectors, texts, images)) != 1:
+        raise InvalidInputError("Give exactly one of --vectors, --texts or --images.")
+    if vectors is not None:
+        if modality not in ("image", "text"):
+            raise InvalidInputError("--vectors needs --modality image or --modality text.")
+        return vector_items(vectors, modality, ids), None
+    if model == "external":
+        raise InvalidInputError(
+            "The collection holds external vectors: encode texts/images yourself and use --vectors, "
+            "or create a collection with --model and --pretrained."
+        )
+    from indexer.encoders import ClipEncoder
+
+    enc = ClipEncoder.load(model, pretrained)
+    if texts is not None:
+        return text_items(texts, enc), None
+    assert images is not None
+    return image_items(images, enc), count_images(images)

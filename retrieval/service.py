@@ -9,6 +9,7 @@ are served locally, so they work offline, and their "Authorize" button takes the
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,8 +34,8 @@ from indexer import errors
 from indexer.api import Indexer
 from indexer.collections import MAX_DIM
 from indexer.items import Item
-from retrieval import align as align_lib
-from retrieval.search import MAX_K, Searcher, SearchOptions
+from retrieval.backend import LocalBackend
+from retrieval.options import MAX_K, SearchOptions
 
 log = logging.getLogger("inforank.service")
 
@@ -99,23 +100,25 @@ class DeleteIn(_Strict):
     ids: list[StrictStr | StrictInt] = Field(min_length=1)
 
 
-class SearchIn(_Strict):
-    vector: list[float]
-    query_modality: Literal["text", "image"] = "text"
-    k: int = 10
-    modality: Literal["image", "text", "all"] = "image"
-    min_info_gain: float | None = None
-    max_info_gain: float | None = None
-    min_conformity: float | None = None
-    max_conformity: float | None = None
-    exclude_bottom_info_gain_pct: float | None = None
-    filter: dict[str, Any] | None = None
-    rerank_info_gain: float = 0.0
-    rerank_conformity: float = 0.0
-    depth: int = 100
-    align: bool = False
-    calibrate: bool = True
-    hubness: bool = False
+def _body_of(cls: type, name: str, **own: Any) -> type[BaseModel]:
+    """A request body with one field per field of the dataclass ``cls`` (type, default, help
+    as the schema's description) plus ``own``: the API's options are the library's, by construction."""
+    hints = get_type_hints(cls)
+    derived: dict[str, Any] = {
+        f.name: (hints[f.name], Field(default=f.default, description=f.metadata.get("help")))
+        for f in dataclasses.fields(cls)
+    }
+    return create_model(name, __base__=_Strict, **own, **derived)
+
+
+SearchIn = _body_of(
+    SearchOptions, "SearchIn", vector=(list[float], Field(description="The query vector (any norm; it is normalised)."))
+)
+
+
+class EvaluateIn(_Strict):
+    folds: int = Field(default=5, ge=2, le=20)
+    max_queries: int = Field(default=1000, ge=10, le=100_000)
 
 
 class HubnessIn(_Strict):
@@ -141,7 +144,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         max_body_size=lim.max_body_bytes,
         dependencies=[Depends(_API_KEY)],
     )
-    searcher = Searcher(ix)
+    backend = LocalBackend(ix)
+    searcher = backend.searcher
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
     rescorer = BackgroundRescore(ix)
     reg = CollectorRegistry()
@@ -257,13 +261,12 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         return out
 
     @app.post("/collections/{name}/search")
-    def search(name: str, body: SearchIn) -> dict[str, Any]:
-        if not 1 <= body.k <= lim.max_k:
-            raise errors.InvalidQueryError(f"k must be between 1 and {lim.max_k}, got {body.k}.")
-        fields = body.model_dump(exclude={"vector", "filter"})
-        opts = SearchOptions(**fields, payload_filter=body.filter)
+    def search(name: str, body: SearchIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        opts = SearchOptions(**body.model_dump(exclude={"vector"}))  # type: ignore[attr-defined]
+        if not 1 <= opts.k <= lim.max_k:
+            raise errors.InvalidQueryError(f"k must be between 1 and {lim.max_k}, got {opts.k}.")
         with gate:
-            return searcher.search(name, body.vector, opts).as_dict()
+            return searcher.search(name, body.vector, opts).as_dict()  # type: ignore[attr-defined]
 
     @app.get("/collections/{name}/stats")
     def stats(name: str) -> dict[str, Any]:
@@ -273,27 +276,29 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     def rescore(name: str, all: bool = False) -> dict[str, Any]:
         return ix.rescore(name, all=all).__dict__
 
+    @app.post("/collections/{name}/sync")
+    def sync(name: str) -> dict[str, Any]:
+        return backend.sync(name)
+
+    @app.post("/collections/{name}/evaluate")
+    def evaluate(name: str, body: EvaluateIn) -> dict[str, Any]:
+        return backend.evaluate(name, folds=body.folds, max_queries=body.max_queries, progress=lambda _n: None)
+
     @app.post("/collections/{name}/hubness")
     def hubness_fit(name: str, body: HubnessIn) -> dict[str, Any]:
-        from retrieval import hubness
-
-        out = hubness.fit(ix, name, k=body.k, beta=body.beta)
-        out.pop("grid", None)
-        return out
+        return backend.hubness_fit(name, k=body.k, beta=body.beta)
 
     @app.post("/collections/{name}/align")
     def align_fit(name: str, body: AlignIn) -> dict[str, Any]:
-        m = align_lib.fit(ix, name, body.method, body.force)
-        return {"version": m.version, "method": m.method, "active": m.active, **m.metrics}
+        return backend.align_fit(name, method=body.method, force=body.force)
 
     @app.get("/collections/{name}/align")
     def align_status(name: str) -> list[dict[str, Any]]:
-        return align_lib.status(ix, name)
+        return backend.align_status(name)
 
     @app.delete("/collections/{name}/align")
     def align_off(name: str) -> dict[str, str]:
-        align_lib.off(ix, name)
-        return {"alignment": "off"}
+        return backend.align_off(name)
 
     app.state.rescorer = rescorer
     return app

@@ -118,13 +118,13 @@ def test_searches_wait_at_the_gate(ix, monkeypatch, slots):
     """At most ``max_concurrent_searches`` searches run at once; the others wait their turn."""
     import threading
 
-    import retrieval.service as service
-
     tc = TestClient(create_app(ix, limits=Limits(max_concurrent_searches=slots)))
     tc.post("/collections", json={"name": "c", "dim": D, "min_count": 4})
     tc.post("/collections/c/items", json={"items": _items(20)})
     running, peak, lock = [0], [0], threading.Lock()
-    search = service.Searcher.search
+    from retrieval.search import Searcher
+
+    search = Searcher.search
 
     def timed(self, *a, **kw):
         with lock:
@@ -137,7 +137,7 @@ def test_searches_wait_at_the_gate(ix, monkeypatch, slots):
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(service.Searcher, "search", timed)
+    monkeypatch.setattr(Searcher, "search", timed)
     codes: list[int] = []
 
     def one() -> None:
@@ -194,7 +194,7 @@ def test_running_service_with_the_python_client(tmp_path: Path):
             with pytest.raises(ConflictError, match="HTTP 409"):
                 c.add("c", _items(2, seed=1), model="ViT-B-32", pretrained="openai")
             res = c.search("c", np.ones(D), k=3, exclude_bottom_info_gain_pct=10)
-            assert len(res.hits) == 3 and res.hits[0].stats_version == rep["stats_version"]
+            assert len(res.results) == 3 and res.results[0].stats_version == rep["stats_version"]
             assert c.stats("c")["modalities"]["text"]["count"] == 30
             with pytest.raises(NotFoundError):
                 c.search("nope", np.ones(D))
@@ -262,8 +262,21 @@ def test_running_service_with_the_python_client(tmp_path: Path):
         assert not d["skipped"] and not any(f["outside_tolerance"] for f in d["freshness"].values())
         assert json.loads(cli("align", "status", "c").stdout) == []
         assert cli("drop", "d", "--yes", json_out=False).stdout.strip() == "dropped d"
+        sync = json.loads(cli("sync", "c").stdout)
+        assert sync["pushed"] == 0 and sync["quarantined"]["count"] == 0
+        # search through the same command: options derived from SearchOptions reach the service
+        np.save(tmp_path / "q.npy", rows[0])
+        out = cli("search", "c", "--vector", str(tmp_path / "q.npy"), "--query-modality", "image", "--k", "3",
+                  "--prefer", "distinctive")  # fmt: skip
+        res = json.loads(out.stdout)
+        assert out.returncode == 0, out.stderr
+        (term,) = res["applied"]["image_rerank"]  # prefer=distinctive: a negative conformity weight
+        assert len(res["results"]) == 3 and term["field"] == "image_conformity" and term["weight"] < 0
+        with Client(url, api_key="k") as c:
+            direct = c.search("c", rows[0], query_modality="image", k=3, prefer="distinctive")
+        assert [r["id"] for r in res["results"]] == [r.id for r in direct.results]
         # a command that runs on the engines themselves refuses instead of using a local store
-        out = cli("sync", "c", json_out=False)
+        out = cli("validate", "c", json_out=False)
         assert out.returncode == 2 and "has no remote mode" in out.stderr
         assert not (tmp_path / "elsewhere").exists()  # nothing local was opened
 
@@ -296,3 +309,27 @@ def test_the_docs_render_offline_with_a_key_set(tmp_path: Path):
 
         pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
         assert pixels.std() > 10  # not a blank page
+
+
+def test_async_client_end_to_end(ix):
+    """The AsyncClient against the real app (in-process ASGI transport): typed results, the same
+    request code as the sync client, and the library's exception classes back."""
+    import asyncio
+
+    from retrieval.client import AsyncClient
+    from retrieval.options import Result
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=create_app(ix))
+        async with AsyncClient("http://t", transport=transport) as c:
+            await c.create_collection("c", D, min_count=4)
+            rep = await c.add("c", _items(12))
+            assert len(rep["ingested"]) == 12
+            res = await c.search("c", _items(1)[0]["text"], k=3, query_modality="text")
+            assert len(res.results) == 3 and all(isinstance(r, Result) for r in res.results)
+            assert (await c.sync("c"))["pushed"] == 0
+            assert (await c.delete("c", ["i0", "nope"]))["missing"] == ["nope"]
+            with pytest.raises(NotFoundError):
+                await c.stats("missing")
+
+    asyncio.run(main())

@@ -1,190 +1,49 @@
-"""The ``inforank`` command: the write-side commands plus search, align and demo."""
+"""The read-side commands: search, stats, evaluate, hubness, align, report, demo, serve."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
-import numpy as np
 import typer
 
 from indexer import errors
-from indexer.cli import (
-    REJECTED_EXIT,
-    REMOTE,
-    IngestArgs,
-    app,
-    collections_text,
-    created_text,
-    delete_text,
-    emit,
-    fail,
-    freshness_text,
-    ingest_summary,
-    item_reads,
-    opened,
-    progress,
-    rescore_text,
-)
-from indexer.items import Item
-from indexer.settings import Settings
-from indexer.vectors import problem
-from indexer.writer import Rejection
-from retrieval import align as align_lib
-from retrieval.client import Client
-from retrieval.search import Searcher, SearchOptions
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-PREFER_WEIGHT = 0.25
-PREFER_EXCLUDE_PCT = 5.0
+from retrieval.cli.common import JsonOpt, app, backend, emit, engines, fail, progress, with_options
+from retrieval.cli.write import freshness_text
+from retrieval.options import SearchOptions
 
 align_app = typer.Typer(help="Procrustes-aligned query space: fit, status, off.", no_args_is_help=True)
 app.add_typer(align_app, name="align")
+hubness_app = typer.Typer(help="Hubness correction (nearest-neighbour normalisation): fit.", no_args_is_help=True)
+app.add_typer(hubness_app, name="hubness")
 
 
 @app.command()
+@with_options(SearchOptions, into="options")
 def search(
     collection: str,
-    text: Annotated[str | None, typer.Option(help="Query text (needs the collection's open_clip model).")] = None,
+    options: SearchOptions,
+    text: Annotated[
+        str | None, typer.Option(help="Query text (encoded with the collection's open_clip model).")
+    ] = None,
     image: Annotated[Path | None, typer.Option(help="Query image file.")] = None,
-    vector: Annotated[Path | None, typer.Option(help="Query vector as .npy (1-D).")] = None,
-    vector_modality: Annotated[str, typer.Option(help="What a --vector query is: text or image.")] = "text",
-    k: Annotated[int, typer.Option(help="How many results.")] = 10,
-    modality: Annotated[
-        str, typer.Option(help="Search image vectors, text vectors, or all (one mixed list).")
-    ] = "image",
-    min_info_gain: Annotated[
-        float | None, typer.Option(help="Keep items with at least this information gain (see `stats` for its range).")
-    ] = None,
-    max_info_gain: Annotated[float | None, typer.Option(help="Keep items with at most this information gain.")] = None,
-    min_conformity: Annotated[
-        float | None, typer.Option(help="Keep items at least this generic (mean cosine to their modality).")
-    ] = None,
-    max_conformity: Annotated[float | None, typer.Option(help="Keep items at most this generic.")] = None,
-    exclude_bottom_info_gain_pct: Annotated[
-        float | None, typer.Option(help="Drop the least informative P % (placeholders live there).")
-    ] = None,
-    filter_json: Annotated[str | None, typer.Option("--filter", help="A Qdrant payload filter as JSON.")] = None,
-    rerank_info_gain: Annotated[
-        float,
-        typer.Option(
-            help="Rerank weight of information gain: 1 trades one standard deviation of the score for one "
-            "standard deviation of this query's similarities (0.25 is a gentle preference)."
-        ),
-    ] = 0.0,
-    rerank_conformity: Annotated[
-        float, typer.Option(help="Rerank weight of conformity, on the same scale (negative prefers distinctive).")
-    ] = 0.0,
-    prefer: Annotated[
-        str | None,
-        typer.Option(
-            help="distinctive or typical: a conformity weight of ∓0.25 among informative items (the least "
-            "informative 5 % excluded unless --exclude-bottom-info-gain-pct says otherwise)."
-        ),
-    ] = None,
-    depth: Annotated[int, typer.Option(help="Candidates prefetched for reranking.")] = 100,
-    align: Annotated[bool, typer.Option("--align", help="Apply the active alignment map to text queries.")] = False,
-    no_calibrate: Annotated[
-        bool, typer.Option("--no-calibrate", help="Mixed search on raw cosine (plain CLIP).")
-    ] = False,
-    hubness: Annotated[
-        bool,
-        typer.Option(
-            "--hubness", help="Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`)."
-        ),
-    ] = False,
+    vector: Annotated[Path | None, typer.Option(help="Query vector as .npy (1-D); see --query-modality.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search with informativeness filters and reranking.
+    """Search with informativeness filters and reranking (every option is also an HTTP API field).
 
     Example: inforank search photos --vector q.npy --k 5 --exclude-bottom-info-gain-pct 5
     """
-    if sum(x is not None for x in (text, image, vector)) != 1:
-        fail(errors.InvalidQueryError("Give exactly one of --text, --image or --vector."))
-    if prefer not in (None, "distinctive", "typical"):
-        fail(errors.InvalidQueryError("--prefer takes distinctive or typical."))
-    if prefer:
-        # typical items are near the modality's mean, and so are placeholders: preferring either
-        # kind is done among informative items, or the most generic junk would rise to the top
-        rerank_conformity = -PREFER_WEIGHT if prefer == "distinctive" else PREFER_WEIGHT
-        if exclude_bottom_info_gain_pct is None:
-            exclude_bottom_info_gain_pct = PREFER_EXCLUDE_PCT
-    try:
-        flt = json.loads(filter_json) if filter_json else None
-    except json.JSONDecodeError as exc:
-        fail(errors.InvalidQueryError(f"--filter is not valid JSON: {exc.msg}."))
-    remote = Settings().url
-    if remote:
-        if vector is None:
-            fail(errors.InvalidQueryError("In remote mode (INFORANK_URL) query with --vector."))
-        body = {k: v for k, v in _search_options(locals()).__dict__.items() if k != "payload_filter"}
-        with _client(remote) as cl:
-            res = cl.search(collection, _query_vector(vector), filter=flt, **body)
-        emit(
-            {"results": [h.__dict__ for h in res.hits], "note": res.note, "applied": res.applied}, as_json, _search_text
+    from retrieval.backend import query_vector
+
+    q = _query_vector(vector) if vector is not None else None
+    with backend() as b:
+        vec, qmod = query_vector(
+            b, collection, text=text, image=image, vector=q, vector_modality=options.query_modality
         )
-        return
-    with opened() as ix:
-        c = ix.collection(collection)
-        qmod = vector_modality
-        if vector is not None:
-            q = _query_vector(vector)
-        else:
-            from indexer.encoders import ClipEncoder
-
-            if c.model == "external":
-                fail(errors.InvalidQueryError(f"Collection {c.name!r} holds external vectors: query with --vector."))
-            enc = ClipEncoder.load(c.model, c.pretrained)
-            if text is not None:
-                q, qmod = enc.encode_texts([text])[0], "text"
-            else:
-                vecs, bad = enc.encode_images([image])  # type: ignore[list-item]
-                if bad:
-                    fail(errors.InvalidItemError(bad[0]))
-                q, qmod = vecs[0], "image"
-        opts = SearchOptions(
-            k=k,
-            modality=modality,
-            query_modality=qmod,
-            min_info_gain=min_info_gain,
-            max_info_gain=max_info_gain,
-            min_conformity=min_conformity,
-            max_conformity=max_conformity,
-            exclude_bottom_info_gain_pct=exclude_bottom_info_gain_pct,
-            payload_filter=flt,
-            rerank_info_gain=rerank_info_gain,
-            rerank_conformity=rerank_conformity,
-            depth=depth,
-            align=align,
-            calibrate=not no_calibrate,
-            hubness=hubness,
-        )
-        resp = Searcher(ix).search(collection, q, opts)
-        emit(resp.as_dict(), as_json, _search_text)
-
-
-def _search_options(a: dict[str, Any]) -> SearchOptions:
-    return SearchOptions(
-        k=a["k"],
-        modality=a["modality"],
-        query_modality=a["vector_modality"],
-        min_info_gain=a["min_info_gain"],
-        max_info_gain=a["max_info_gain"],
-        min_conformity=a["min_conformity"],
-        max_conformity=a["max_conformity"],
-        exclude_bottom_info_gain_pct=a["exclude_bottom_info_gain_pct"],
-        payload_filter=a.get("flt"),
-        rerank_info_gain=a["rerank_info_gain"],
-        rerank_conformity=a["rerank_conformity"],
-        depth=a["depth"],
-        align=a["align"],
-        calibrate=not a["no_calibrate"],
-        hubness=a["hubness"],
-    )
+        options.query_modality = "image" if qmod == "image" else "text"
+        emit(b.search(collection, vec, options).as_dict(), as_json, _search_text)
 
 
 def _fmt(v: Any) -> str:
@@ -206,13 +65,8 @@ def _search_text(d: dict[str, Any]) -> str:
 @app.command()
 def stats(collection: str, as_json: JsonOpt = False) -> None:
     """Per-modality count, mean norm, version, drift and diagnostics. Example: inforank stats photos"""
-    remote = Settings().url
-    if remote:
-        with _client(remote) as c:
-            emit(c.stats(collection), as_json, _stats_text)
-        return
-    with opened() as ix:
-        emit(ix.stats(collection), as_json, _stats_text)
+    with backend() as b:
+        emit(b.stats(collection), as_json, _stats_text)
 
 
 def _stats_text(d: dict[str, Any]) -> str:
@@ -248,7 +102,7 @@ def _stats_text(d: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _query_vector(path: Path) -> np.ndarray:
+def _query_vector(path: Path) -> Any:
     """The query vector of a .npy (1-D, or one row); a file that is not one is a one-line error."""
     from indexer.readers import load_arrays
 
@@ -263,108 +117,6 @@ def _query_vector(path: Path) -> np.ndarray:
     return q
 
 
-@contextmanager
-def _client(url: str) -> Iterator[Client]:
-    """Remote mode: the same command against `inforank serve` at ``url`` (INFORANK_URL)."""
-    try:
-        with Client(url, api_key=Settings().api_key) as c:
-            yield c
-    except errors.InforankError as exc:
-        fail(exc)
-    except httpx.HTTPError as exc:
-        fail(errors.StorageError(f"Cannot reach the inforank service at {url}: {exc}"))
-
-
-def _remote_ingest(url: str, a: IngestArgs) -> None:
-    """``inforank ingest`` through the service: read (and encode) here, send batches over HTTP.
-    Unusable vectors (NaN/Inf, which JSON cannot carry, zero, wrong dimension) are rejected here
-    with the reasons the service gives, so the good items of a batch still land."""
-    rejected: list[dict[str, Any]] = []
-    ingested = unchanged = 0
-    with _client(url) as cl:
-        info = cl.collection(a.collection)
-        version = info["stats_version"]
-        reads, total = item_reads(a, info["model"], info["pretrained"])
-        model = (None, "") if a.vectors is not None else (info["model"], info["pretrained"])
-        buf: list[tuple[int, Item]] = []  # (position among the items read, item)
-
-        def send() -> None:
-            nonlocal ingested, unchanged, version
-            rep = cl.add(a.collection, [_wire(it) for _, it in buf], *model)
-            ingested += len(rep["ingested"])
-            unchanged += len(rep["skipped_duplicates"])
-            rejected.extend({**r, "index": buf[r["index"]][0]} for r in rep["rejected"])
-            version = max(version, rep["stats_version"])
-            bar.update(len(buf))
-            buf.clear()
-
-        with progress(total, f"ingest {a.collection} via {url}") as bar:
-            pos = -1
-            for it in reads:
-                if isinstance(it, Rejection):  # a reader could not even build the item
-                    rejected.append(it.as_dict())
-                    continue
-                pos += 1
-                if it.position is not None:  # where it stands in the input file
-                    pos = it.position
-                why = next((f"{m} vector: {w}" for m, v in it.vectors.items() if (w := problem(v, info["dim"]))), None)
-                if why is not None:  # the service's own reasons, found before sending
-                    rejected.append(Rejection(pos, it.id, why).as_dict())
-                    continue
-                buf.append((pos, it))
-                if len(buf) >= a.batch_size:
-                    send()
-            if buf:
-                send()
-    ingest_summary(a, ingested, unchanged, rejected, version)
-
-
-def _wire(it: Item) -> dict[str, Any]:
-    return {"id": it.id, **it.vectors, "metadata": it.metadata, "hashes": it.hashes, "sources": it.sources}
-
-
-def _remote_delete(url: str, collection: str, ids: list[str | int], as_json: bool) -> None:
-    with _client(url) as cl:
-        out = cl.delete(collection, ids)
-    emit(out, as_json, delete_text)
-    if out["missing"]:
-        raise typer.Exit(REJECTED_EXIT)
-
-
-def _remote_create(url: str, name: str, spec: dict[str, Any], as_json: bool) -> None:
-    with _client(url) as cl:
-        d = cl.create_collection(name, **spec)
-    emit(d, as_json, created_text)
-
-
-def _remote_collections(url: str, as_json: bool) -> None:
-    with _client(url) as cl:
-        rows = cl.collections()
-    emit(rows, as_json, collections_text)
-
-
-def _remote_rescore(url: str, collection: str, all_: bool, as_json: bool) -> None:
-    with _client(url) as cl:
-        d = cl.rescore(collection, all=all_)
-    emit(d, as_json, rescore_text)
-
-
-def _remote_drop(url: str, collection: str, as_json: bool) -> None:
-    with _client(url) as cl:
-        cl.drop(collection)
-    emit({"dropped": collection}, as_json, lambda d: f"dropped {d['dropped']}")
-
-
-REMOTE.update(
-    ingest=_remote_ingest,
-    delete=_remote_delete,
-    create=_remote_create,
-    collections=_remote_collections,
-    rescore=_remote_rescore,
-    drop=_remote_drop,
-)
-
-
 @align_app.command("fit")
 def align_fit(
     collection: str,
@@ -376,14 +128,8 @@ def align_fit(
 
     Example: inforank align fit photos
     """
-    if remote_url := Settings().url:
-        with _client(remote_url) as cl:
-            d = cl.align_fit(collection, method, force)
-        emit(d, as_json, _align_text)
-        return
-    with opened() as ix:
-        m = align_lib.fit(ix, collection, method, force)
-        emit({"version": m.version, "method": m.method, "active": m.active, **m.metrics}, as_json, _align_text)
+    with backend() as b:
+        emit(b.align_fit(collection, method=method, force=force), as_json, _align_text)
 
 
 def _align_text(d: dict[str, Any]) -> str:
@@ -404,13 +150,8 @@ def _align_text(d: dict[str, Any]) -> str:
 @align_app.command("status")
 def align_status(collection: str, as_json: JsonOpt = False) -> None:
     """List fitted maps and which is active. Example: inforank align status photos"""
-    if remote_url := Settings().url:
-        with _client(remote_url) as cl:
-            rows = cl.align_status(collection)
-    else:
-        with opened() as ix:
-            rows = align_lib.status(ix, collection)
-    emit(rows, as_json, _maps_text)
+    with backend() as b:
+        emit(b.align_status(collection), as_json, _maps_text)
 
 
 def _maps_text(rs: list[dict[str, Any]]) -> str:
@@ -421,17 +162,8 @@ def _maps_text(rs: list[dict[str, Any]]) -> str:
 @align_app.command("off")
 def align_off(collection: str, as_json: JsonOpt = False) -> None:
     """Deactivate alignment. Example: inforank align off photos"""
-    if remote_url := Settings().url:
-        with _client(remote_url) as cl:
-            cl.align_off(collection)
-    else:
-        with opened() as ix:
-            align_lib.off(ix, collection)
-    emit({"collection": collection, "alignment": "off"}, as_json, lambda d: "alignment off")
-
-
-hubness_app = typer.Typer(help="Hubness correction (nearest-neighbour normalisation): fit.", no_args_is_help=True)
-app.add_typer(hubness_app, name="hubness")
+    with backend() as b:
+        emit(b.align_off(collection), as_json, lambda d: "alignment off")
 
 
 @hubness_app.command("fit")
@@ -447,11 +179,8 @@ def hubness_fit(
 
     Example: inforank hubness fit photos
     """
-    from retrieval import hubness
-
-    with opened() as ix:
-        out = hubness.fit(ix, collection, k=k, beta=beta)
-    out.pop("grid", None)
+    with backend() as b:
+        out = b.hubness_fit(collection, k=k, beta=beta)
     emit(
         out,
         as_json,
@@ -478,13 +207,12 @@ def evaluate(
     Example: inforank evaluate photos --folds 5
     """
     from retrieval.evaluate import DIRECTIONS, OPTIONS
-    from retrieval.evaluate import evaluate as evaluate_lib
 
-    with opened() as ix:
-        n = len(ix.vectors(collection, "text")[0]) if collection else 0
+    with backend() as b:
+        n = b.stats(collection)["modalities"].get("text", {}).get("count", 0)
         total = min(n, max_queries) * 2 * (len(OPTIONS) + 1) if n else None
         with progress(total, f"evaluate {collection}") as bar:
-            out = evaluate_lib(ix, collection, folds=folds, max_queries=max_queries, progress=bar.update)
+            out = b.evaluate(collection, folds=folds, max_queries=max_queries, progress=bar.update)
     emit(out, as_json, lambda d: _evaluate_text(d, [f"{q}_to_{g}" for q, g in DIRECTIONS]))
 
 
@@ -519,6 +247,7 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
 def report(
     collection: str,
     out: Annotated[Path, typer.Option(help="Directory for index.html and the PNG plots.")] = Path("out/report"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Write an HTML report with plots of the collection's scores and geometry.
 
@@ -526,9 +255,10 @@ def report(
     """
     from retrieval.report import write_report
 
-    with opened() as ix:
+    with engines("report") as ix:
         page = write_report(ix, collection, out)
-        typer.echo(f"report written to {page.resolve()}")
+    files = sorted(str(p.resolve()) for p in page.parent.iterdir() if p.is_file())
+    emit({"report": str(page.resolve()), "files": files}, as_json, lambda d: f"report written to {d['report']}")
 
 
 @app.command()
@@ -542,7 +272,7 @@ def demo(
     """
     from retrieval.demo import run
 
-    with opened() as ix:
+    with engines("demo") as ix:
         summary = run(ix, out, echo=None if as_json else typer.echo)
         if as_json:
             emit(summary, True, str)
@@ -552,6 +282,7 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs). INFORANK_API_KEY enables auth.
 
@@ -563,15 +294,26 @@ def serve(
     from retrieval.service import create_app
 
     s = Settings()
-    with opened() as ix:
+    with engines("serve") as ix:
         # requests never wait for a rescore: due ones run on the service's background thread
         ix.rescore_inline_limit = 0
-        typer.echo(
-            f"inforank serving on http://{host}:{port} (docs at /docs, auth {'on' if s.api_key else 'off'}); "
-            f"database {_safe_url(ix.database_url)}; {ix.location.describe()}",
-            err=True,
-        )
+        info = {
+            "url": f"http://{host}:{port}",
+            "docs": f"http://{host}:{port}/docs",
+            "auth": bool(s.api_key),
+            "database": _safe_url(ix.database_url),
+            "qdrant": ix.location.describe(),
+        }
+        # on stderr: stdout stays free for whatever runs the service; --json for supervisors
+        typer.echo(_serve_text(info) if not as_json else json.dumps(info), err=True)
         uvicorn.run(create_app(ix, api_key=s.api_key), host=host, port=port, log_level="warning")
+
+
+def _serve_text(d: dict[str, Any]) -> str:
+    return (
+        f"inforank serving on {d['url']} (docs at {d['docs']}, auth {'on' if d['auth'] else 'off'}); "
+        f"database {d['database']}; {d['qdrant']}"
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -582,11 +324,3 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "(unparseable URL)"
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

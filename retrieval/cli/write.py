@@ -1,92 +1,14 @@
-"""``inforank`` write-side commands: a thin layer over :class:`indexer.api.Indexer`.
-
-Each command builds the library object from the environment (the edge), makes one call and
-prints the result; library errors become messages and exit codes in :func:`run` alone.
-"""
+"""The write-side commands: collections, ingest, delete, rescore, sync, drop, attach, validate."""
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from tqdm import tqdm
 
 from indexer import errors
-from indexer.api import Indexer
-from indexer.settings import Settings
-
-T = TypeVar("T")
-EXIT = {
-    errors.InvalidInputError: 2,
-    errors.NotFoundError: 3,
-    errors.ConflictError: 4,
-    errors.UnauthorizedError: 2,
-    errors.ModelUnavailableError: 5,
-    errors.StorageError: 6,
-}
-REJECTED_EXIT = 1
-
-app = typer.Typer(
-    help="inforank: geometry scores (conformity, information gain) for multimodal retrieval "
-    "on Qdrant. Embedded by default (./data); set INFORANK_QDRANT_URL and "
-    "INFORANK_DATABASE_URL for a Qdrant server and PostgreSQL.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def fail(exc: errors.InforankError) -> NoReturn:
-    code = next((c for k, c in EXIT.items() if isinstance(exc, k)), 1)
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def opened() -> Iterator[Indexer]:
-    """The library object for this process's environment; errors become exit codes."""
-    try:
-        s = Settings()
-        if s.url and not (s.database_url or s.qdrant_url):
-            raise errors.InvalidInputError(
-                f"INFORANK_URL points this CLI at the service {s.url}, and this command has no remote "
-                "mode: it runs on the engines themselves. Set INFORANK_DATABASE_URL and "
-                "INFORANK_QDRANT_URL to the service's engines, or unset INFORANK_URL to use the "
-                "embedded store here."
-            )
-        ix = Indexer(s.db_url(), s.qdrant())
-    except errors.InforankError as exc:
-        fail(exc)
-    try:
-        yield ix
-    except errors.InforankError as exc:
-        fail(exc)
-    finally:
-        ix.close()
-
-
-def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_json_default) if as_json else text(data))
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "as_dict"):
-        return o.as_dict()
-    return str(o)
-
-
-def progress(total: int | None, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, disable=None, smoothing=0.1)
+from retrieval.cli.common import REJECTED_EXIT, JsonOpt, app, backend, emit, engines, fail, handled, progress
 
 
 @app.command()
@@ -106,16 +28,10 @@ def create(
             fail(errors.InvalidInputError("Give --dim for a collection of external vectors."))
         from indexer.encoders import ClipEncoder
 
-        try:
+        with handled():
             dim = ClipEncoder.load(model, pretrained).dim
-        except errors.InforankError as exc:
-            fail(exc)
-    spec: dict[str, Any] = {"dim": dim, "model": model, "pretrained": pretrained, "min_count": min_count}
-    if (run_remote := remote("create")) is not None:
-        run_remote(name, spec, as_json)
-        return
-    with opened() as ix:
-        emit(ix.create_collection(name, **spec).__dict__, as_json, created_text)
+    with backend() as b:
+        emit(b.create(name, dim=dim, model=model, pretrained=pretrained, min_count=min_count), as_json, created_text)
 
 
 def created_text(d: dict[str, Any]) -> str:
@@ -126,88 +42,13 @@ def created_text(d: dict[str, Any]) -> str:
 @app.command("collections")
 def list_collections(as_json: JsonOpt = False) -> None:
     """List collections. Example: inforank collections --json"""
-    if (run_remote := remote("collections")) is not None:
-        run_remote(as_json)
-        return
-    with opened() as ix:
-        emit([c.__dict__ for c in ix.collections()], as_json, collections_text)
+    with backend() as b:
+        emit(b.collections(), as_json, collections_text)
 
 
 def collections_text(rs: list[dict[str, Any]]) -> str:
     lines = [f"{r['name']}\tdim={r['dim']}\tmodel={r['model']}\tversion={r['stats_version']}" for r in rs]
     return "\n".join(lines) or "no collections"
-
-
-#: Remote mode (INFORANK_URL set): ``retrieval.cli`` registers the HTTP versions of the write
-#: commands here, so this module never imports the read side.
-REMOTE: dict[str, Callable[..., None]] = {}
-
-
-def remote(command: str) -> Callable[..., None] | None:
-    """The remote version of ``command`` bound to INFORANK_URL, or None to run locally."""
-    url = Settings().url
-    if not url or command not in REMOTE:
-        return None
-    return functools.partial(REMOTE[command], url)
-
-
-@dataclass(frozen=True)
-class IngestArgs:
-    collection: str
-    vectors: Path | None
-    modality: str | None
-    ids: Path | None
-    texts: Path | None
-    images: Path | None
-    batch_size: int
-    as_json: bool
-
-
-def item_reads(a: IngestArgs, model: str, pretrained: str) -> tuple[Any, int | None]:
-    """What ``inforank ingest`` reads, as items and rejections, and how many if known."""
-    from indexer import sources
-
-    if a.vectors is not None:
-        if a.modality not in ("image", "text"):
-            fail(errors.InvalidInputError("--vectors needs --modality image or --modality text."))
-        return sources.vector_items(a.vectors, a.modality, a.ids), None
-    if model == "external":
-        fail(
-            errors.InvalidInputError(
-                f"Collection {a.collection!r} holds external vectors: encode texts/images yourself "
-                "and use --vectors, or create a collection with --model and --pretrained."
-            )
-        )
-    from indexer.encoders import ClipEncoder
-
-    enc = ClipEncoder.load(model, pretrained)
-    if a.texts is not None:
-        return sources.text_items(a.texts, enc), None
-    assert a.images is not None
-    return sources.image_items(a.images, enc), sources.count_images(a.images)
-
-
-def ingest_summary(
-    a: IngestArgs,
-    ingested: int,
-    unchanged: int,
-    rejected: list[Any],
-    version: int,
-    quarantined: list[Any] | None = None,
-    replayed: int = 0,
-) -> None:
-    out = {
-        "collection": a.collection,
-        "ingested": ingested,
-        "skipped_duplicates": unchanged,
-        "rejected": rejected,
-        "quarantined": quarantined or [],
-        "replayed": replayed,
-        "stats_version": version,
-    }
-    emit(out, a.as_json, _ingest_text)
-    if rejected or quarantined:
-        raise typer.Exit(REJECTED_EXIT)
 
 
 @app.command()
@@ -228,26 +69,18 @@ def ingest(
 
     Example: inforank ingest photos --vectors emb.npz --modality image
     """
-    if sum(x is not None for x in (vectors, texts, images)) != 1:
-        fail(errors.InvalidInputError("Give exactly one of --vectors, --texts or --images."))
-    a = IngestArgs(collection, vectors, modality, ids, texts, images, batch_size, as_json)
-    if (run_remote := remote("ingest")) is not None:
-        run_remote(a)
-        return
-    with opened() as ix:
-        c = ix.collection(collection)
-        reads, total = item_reads(a, c.model, c.pretrained)
-        with progress(total, f"ingest {collection}") as bar:
-            rep = ix.add(collection, reads, batch_size=batch_size, progress=bar.update)
-        ingest_summary(
-            a,
-            len(rep.ingested),
-            len(rep.unchanged),
-            [r.as_dict() for r in rep.rejected],
-            rep.stats_version,
-            [{"id": r.id, "reason": r.reason} for r in rep.quarantined],
-            rep.replayed,
+    from indexer.sources import reads
+
+    with backend() as b:
+        info = b.collection(collection)
+        items, total = reads(
+            info["model"], info["pretrained"], vectors=vectors, modality=modality, ids=ids, texts=texts, images=images
         )
+        with progress(total, f"ingest {collection}" + (f" via {b.where}" if b.where.startswith("http") else "")) as bar:
+            out = b.ingest(collection, items, batch_size=batch_size, progress=bar.update, encoded=vectors is None)
+    emit(out, as_json, _ingest_text)
+    if out["rejected"] or out["quarantined"]:
+        raise typer.Exit(REJECTED_EXIT)
 
 
 def _ingest_text(d: dict[str, Any]) -> str:
@@ -279,13 +112,9 @@ def delete(
 
     Example: inforank delete photos --ids a,b
     """
-    parsed = parse_ids(ids)
-    if (run_remote := remote("delete")) is not None:
-        run_remote(collection, parsed, as_json)
-        return
-    with opened() as ix:
-        out = ix.delete(collection, parsed)
-        emit(out, as_json, delete_text)
+    with backend() as b:
+        out = b.delete(collection, parse_ids(ids))
+    emit(out, as_json, delete_text)
     if out["missing"]:  # like rejected items: the command did not do all it was asked
         raise typer.Exit(REJECTED_EXIT)
 
@@ -318,18 +147,14 @@ def rescore(
         return
     if collection is None:
         fail(errors.InvalidInputError("Name the collection to rescore (or use --watch for all)."))
-    if (run_remote := remote("rescore")) is not None:
-        run_remote(collection, all_, as_json)
-        return
-    with opened() as ix, progress(None, f"rescore {collection}") as bar:
-        rep = ix.rescore(collection, all=all_, progress=bar.update)
-        emit(rep.__dict__, as_json, rescore_text)
+    with backend() as b, progress(None, f"rescore {collection}") as bar:
+        emit(b.rescore(collection, all=all_, progress=bar.update), as_json, rescore_text)
 
 
 def _watch(collection: str | None, interval: float, as_json: bool) -> None:
     import time
 
-    with opened() as ix:
+    with engines("rescore --watch") as ix:
         typer.echo(f"watching {collection or 'every collection'} every {interval:g} s (Ctrl-C stops)", err=True)
         try:
             while True:
@@ -384,7 +209,7 @@ def attach(
     """
     from indexer.attach import attach as attach_lib
 
-    with opened() as ix, progress(None, f"attach {qdrant_collection}") as bar:
+    with engines("attach") as ix, progress(None, f"attach {qdrant_collection}") as bar:
         rep = attach_lib(
             ix,
             qdrant_collection,
@@ -420,7 +245,7 @@ def validate(
     """
     from indexer.validate import validate as validate_lib
 
-    with opened() as ix:
+    with engines("validate") as ix:
         emit(validate_lib(ix, collection, sample=sample), as_json, _validate_text)
 
 
@@ -445,9 +270,8 @@ def _validate_text(d: dict[str, Any]) -> str:
 def sync(collection: str, as_json: JsonOpt = False) -> None:
     """Replay points an interrupted run left unsynced to Qdrant, and list points Qdrant refused
     (quarantined). Example: inforank sync photos"""
-    with opened() as ix:
-        out = {"collection": collection, "pushed": ix.sync(collection), "quarantined": ix.quarantined(collection)}
-        emit(out, as_json, sync_text)
+    with backend() as b:
+        emit(b.sync(collection), as_json, sync_text)
 
 
 def sync_text(d: dict[str, Any]) -> str:
@@ -468,9 +292,5 @@ def drop(
     """Delete a collection and its Qdrant points. Example: inforank drop photos --yes"""
     if not yes:
         typer.confirm(f"Drop collection {collection} and all its points?", abort=True)
-    if (run_remote := remote("drop")) is not None:
-        run_remote(collection, as_json)
-        return
-    with opened() as ix:
-        ix.drop_collection(collection)
-        emit({"dropped": collection}, as_json, lambda d: f"dropped {d['dropped']}")
+    with backend() as b:
+        emit(b.drop(collection), as_json, lambda d: f"dropped {d['dropped']}")
