@@ -9,6 +9,7 @@
     ├── ConflictError                collection exists, model identity mismatch
     ├── UnauthorizedError            the service refused the API key
     ├── ModelUnavailableError        open_clip weights cannot be loaded (offline, missing extra)
+    │   └── ExtraMissingError        an optional extra (clip, report, parquet, service) is not installed
     └── StorageError                 Qdrant or the database failed underneath us
 
 Errors from dependencies are converted at the boundary (``raise StorageError(...) from exc``);
@@ -17,6 +18,8 @@ Messages are full sentences that say what to do next.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class InforankError(Exception):
@@ -53,6 +56,20 @@ class UnauthorizedError(InforankError):
 
 class ModelUnavailableError(InforankError):
     """Encoder weights or the optional ``clip`` extra are unavailable."""
+
+
+class ExtraMissingError(ModelUnavailableError):
+    """An optional extra is not installed; the message names the ``pip install`` that adds it."""
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """``module`` imported, or an :class:`ExtraMissingError` saying which extra provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExtraMissingError(f"{what} needs the optional extra: pip install 'inforank[{extra}]'.") from None
 
 
 class StorageError(InforankError):

@@ -82,8 +82,10 @@ def _id(v: Any) -> Any:
 
 
 def _parquet(path: Path, modality: str) -> Iterator[Read]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from indexer.errors import require
+
+    pa = require("pyarrow", "parquet", "Reading parquet files")
+    pq = require("pyarrow.parquet", "parquet", "Reading parquet files")
 
     try:
         table = pq.read_table(path)

@@ -6,13 +6,14 @@ import html
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from indexer.api import Indexer
+from indexer.errors import require
+
+matplotlib = require("matplotlib", "report", "The report's plots")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"image": "#1f77b4", "text": "#d62728"}
 

@@ -20,7 +20,7 @@ ensure_venv() {
     [ -d .venv ] || "$PY" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-    .venv/bin/pip install -q -e ".[clip,service,dev]"
+    .venv/bin/pip install -q -e ".[clip,service,report,parquet,dev]"
     touch .venv/.installed
   fi
 }

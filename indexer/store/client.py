@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
@@ -78,11 +79,9 @@ class ClientStore(VectorStore):
             if exc.status_code == 400:
                 raise InvalidQueryError(f"Qdrant rejected the request: {exc.content!r}") from exc
             raise StorageError(f"Qdrant failed: {exc}") from exc
-        except (ValueError, KeyError) as exc:
-            if "not found" in str(exc).lower():
-                raise NotFoundError(str(exc)) from exc
-            raise InvalidQueryError(f"Qdrant rejected the request: {exc}") from exc
-        except Exception as exc:
+        except ValidationError as exc:  # qdrant-client's own request models refused a value
+            raise InvalidQueryError(f"Qdrant rejected the request: {exc.errors()[0].get('msg')}") from exc
+        except Exception as exc:  # the request was ours and valid: whatever failed is the store's
             raise StorageError(f"Qdrant could not be reached or failed: {exc}") from exc
 
     def exists(self, name: str) -> bool:

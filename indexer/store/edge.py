@@ -244,8 +244,8 @@ class EdgeStore(VectorStore):
             return list(self._shard(name).query(req))
         except (NotFoundError, InvalidQueryError):
             raise
-        except Exception as exc:
-            raise InvalidQueryError(f"Qdrant Edge rejected the query: {exc}") from exc
+        except Exception as exc:  # filters are validated before they get here: this is the store's failure
+            raise StorageError(f"Qdrant Edge failed to run a query on {name!r}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
