@@ -34,21 +34,6 @@ def test_attach_named_vectors_keeps_vectors_and_payload(indexer: Indexer):
     res = Searcher(indexer).search("legacy", txt[0], SearchOptions(k=3, exclude_bottom_info_gain_pct=20))
     assert len(res.results) == 3 and isinstance(res.results[0].id, int)
     again = attach(indexer, "legacy", image_vector="clip_img", text_vector="clip_txt")
-    import sqlalchemy as sa
-
-    from indexer.attach import _scroll
-    from indexer.items import vector_hash
-
-    its = {i.id: i for i in _scroll(indexer, "legacy", {"image": "clip_img", "text": "clip_txt"})}
-    with indexer.engine.connect() as cn:
-        print(
-            "DBG",
-            again.ingested[:2],
-            cn.execute(
-                sa.text("select item_key, modality, content_hash from item_vectors where item_key in ('1000', '1001')")
-            ).all(),
-            {k: (vector_hash(its[k].vectors["image"]), vector_hash(its[k].vectors["text"])) for k in (1000, 1001)},
-        )
     assert again.ingested == [] and len(again.unchanged) == 60  # idempotent
 
 

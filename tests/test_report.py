@@ -71,9 +71,6 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
         check=True,
     )
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank canvas
-    keep = Path(__file__).resolve().parents[1] / "out" / "report-screenshot.png"
-    keep.parent.mkdir(exist_ok=True)
-    shutil.copy(shot, keep)
 
 
 def test_image_thumbnails_are_copied_into_the_report(indexer: Indexer, tmp_path: Path):

@@ -71,10 +71,29 @@ def test_diagnostics_match_reference_figures(coco_indexer: Indexer, coco):
     assert st["gap"]["modality_gap"] == pytest.approx(g.gap)
 
 
-def test_information_gain_ranks_a_placeholder_last(coco):
-    """A caption repeated for many images ("image not found") carries little information."""
+def test_information_gain_ranks_placeholders_last(coco):
+    """A placeholder caption ("image not found") says nothing about its image: its cosines to
+    images do not depend on which image. Made from real captions by removing everything that
+    distinguishes images (the principal directions holding 90 % of the variance of one half of
+    the images), it stays a plausible caption (cosine ≈ 0.9 to the original) and is not simply
+    the mean text (some are less generic than the median caption). Judged on the *other* half of the images, by the
+    exact KL definition and by the stored estimate, every placeholder ranks in the bottom 2 %.
+    (A real caption merely repeated for many images is not uninformative and does not sink:
+    measured, it ranks at the 26th–46th percentile on average.)"""
     img, txt = (_unit(a) for a in coco)
-    placeholder = txt.mean(axis=0)  # the most generic possible text
-    both = np.vstack([txt, placeholder[None]])
-    ig = scores.info_gain(both, both.mean(0), np.cov(img.T, bias=True), dtype=np.float64)
-    assert np.argmin(ig) == len(both) - 1
+    fit, judge = img[::2], img[1::2]
+    w, v = np.linalg.eigh(np.cov(fit.T, bias=True))
+    v, w = v[:, ::-1], w[::-1]
+    top = v[:, : int(np.searchsorted(np.cumsum(w) / w.sum(), 0.9)) + 1]
+    m = txt.mean(axis=0)
+    d = txt[:20] - m
+    ph = _unit(m + d - (d @ top) @ top.T)
+    assert np.all(np.einsum("ij,ij->i", ph, txt[:20]) > 0.85)  # still close to its caption
+    both = np.vstack([txt, ph])
+    exact = scores.info_gain_exact(both, judge, both)
+    est = scores.info_gain(both, both.mean(0), np.cov(judge.T, bias=True), dtype=np.float64)
+    for ig in (exact, est):
+        assert np.all(ig[500:, None] < np.quantile(ig[:500], 0.02)), "a placeholder outranks real captions"
+    conf = scores.conformity(both, both.mean(0), len(both))
+    # they tend to be generic, but a conformity cut-off would not find them all
+    assert np.any(conf[500:] < np.median(conf[:500]))

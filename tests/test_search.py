@@ -160,20 +160,22 @@ def test_mixed_search_needs_calibration_to_rank_images(coco_ix: Indexer, coco):
 
 
 def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer):
-    m = align.fit(coco_ix, "c", repeats=1)
-    t2i = m.metrics["text_to_image"]
-    assert t2i["aligned"]["r@1"] < t2i["plain"]["r@1"] and not m.active
-    mixed = m.metrics["mixed_top1"]
-    assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
-    assert align.active_map(coco_ix, "c") is None
-    with pytest.raises(InvalidQueryError, match=r"declined: held-out text→image recall@1 would fall .* --force"):
-        Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
-    forced = align.fit(coco_ix, "c", force=True, repeats=1)
-    assert forced.active and forced.version == 2
-    assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
-    res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
-    assert res.applied["alignment_version"] == 2
-    align.off(coco_ix, "c")
+    try:  # the module-scoped collection is shared: no map stays active, also on failure
+        m = align.fit(coco_ix, "c", repeats=1)
+        t2i = m.metrics["text_to_image"]
+        assert t2i["aligned"]["r@1"] < t2i["plain"]["r@1"] and not m.active
+        mixed = m.metrics["mixed_top1"]
+        assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
+        assert align.active_map(coco_ix, "c") is None
+        with pytest.raises(InvalidQueryError, match=r"declined: held-out text→image recall@1 would fall .* --force"):
+            Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
+        forced = align.fit(coco_ix, "c", force=True, repeats=1)
+        assert forced.active and forced.version == 2
+        assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
+        res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
+        assert res.applied["alignment_version"] == 2
+    finally:
+        align.off(coco_ix, "c")
     with pytest.raises(InvalidQueryError, match=r"no active alignment map: the last map .* was switched off"):
         Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
 
@@ -261,10 +263,12 @@ def test_score_distribution_is_not_rescanned_for_every_small_batch(coco_ix: Inde
     c = coco_ix.collection("c")
     first = s.distribution(c, "image")
     img, txt = coco
-    coco_ix.add("c", [Item({"image": img[0] * 1.01, "text": txt[0]}, id="one-more")])  # +0.2 %
-    c2 = coco_ix.collection("c")
-    assert c2.stats_version == c.stats_version + 1
-    assert s.distribution(c2, "image") is first  # reused: the count moved by < 1 %
-    coco_ix.add("c", [Item({"image": img[i] * 1.02}, id=f"more-{i}") for i in range(10)])  # +2 %
-    assert s.distribution(coco_ix.collection("c"), "image") is not first
-    coco_ix.delete("c", ["one-more", *[f"more-{i}" for i in range(10)]])
+    try:  # the module-scoped collection is shared: leave it as found, also on failure
+        coco_ix.add("c", [Item({"image": img[0] * 1.01, "text": txt[0]}, id="one-more")])  # +0.2 %
+        c2 = coco_ix.collection("c")
+        assert c2.stats_version == c.stats_version + 1
+        assert s.distribution(c2, "image") is first  # reused: the count moved by < 1 %
+        coco_ix.add("c", [Item({"image": img[i] * 1.02}, id=f"more-{i}") for i in range(10)])  # +2 %
+        assert s.distribution(coco_ix.collection("c"), "image") is not first
+    finally:
+        coco_ix.delete("c", ["one-more", *[f"more-{i}" for i in range(10)]])
