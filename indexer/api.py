@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,13 @@ def _db(fn: F) -> F:
             raise storage_error(f"The database failed during {fn.__name__}", exc) from exc
 
     return cast(F, wrapper)
+
+
+#: below this many vectors (all modalities) a full scan is fast enough (≈ 4 ms at 20k × 512-d
+#: here) and no HNSW index is built on the embedded store; see BENCHMARKS.md "HNSW"
+INDEX_MIN_VECTORS = 50_000
+#: the index is rebuilt once this share of the vectors is outside it
+INDEX_STALE_SHARE = 0.1
 
 
 class Indexer:
@@ -438,6 +446,7 @@ class Indexer:
             g = diagnostics.modality_gap(moms["image"], moms["text"])
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
         out["quarantined"] = self.quarantined(name)
+        out["index"] = self.index_state(name)
         return out
 
     @_db
@@ -643,6 +652,48 @@ class Indexer:
                 "last_rescore_at": f.rescored_at.isoformat() if f.rescored_at else None,
             }
         return out
+
+    @_db
+    def index_state(self, name: str) -> dict[str, Any]:
+        """How much of the collection an HNSW index covers, and whether :meth:`optimize` is due."""
+        c = self.collection(name)
+        info = self.store.index_info(c.qdrant_collection)
+        with self.sessions() as s:
+            vectors = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
+        unindexed = max(0, vectors - info.indexed_vectors)
+        due = (
+            not info.automatic
+            and vectors >= INDEX_MIN_VECTORS
+            and unindexed >= max(INDEX_MIN_VECTORS // 2, INDEX_STALE_SHARE * vectors)
+        )
+        return {
+            "vectors": vectors,
+            "indexed_vectors": min(info.indexed_vectors, vectors),
+            "automatic": info.automatic,
+            "optimize_due": due,
+        }
+
+    def optimize(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Build the HNSW index of an embedded collection when due (or ``force``): a full scan
+        serves small collections, an index large ones (``INDEX_MIN_VECTORS`` and up), rebuilt
+        once ``INDEX_STALE_SHARE`` of the vectors are outside it. Synchronous (minutes at 1M), and
+        qdrant-edge-py holds the GIL while it builds: every thread of the process waits. A Qdrant
+        server indexes by itself: nothing to do."""
+        c = self.collection(name)
+        before = self.index_state(name)
+        built = False
+        start = time.perf_counter()
+        if before["optimize_due"] or (force and not before["automatic"]):
+            self.store.claim(c.qdrant_collection)
+            built = self.store.optimize(c.qdrant_collection)
+        after = self.index_state(name) if built else before
+        return {
+            "collection": name,
+            "built": built,
+            "seconds": round(time.perf_counter() - start, 3),
+            "before": before,
+            "after": after,
+        }
 
     def rescore_due(self, name: str) -> bool:
         """Whether the automatic policy would rescore now: a bound outside its tolerance (or an

@@ -44,6 +44,7 @@ class Backend(Protocol):
     def sync(self, name: str) -> dict[str, Any]: ...
     def drop(self, name: str) -> dict[str, Any]: ...
     def stats(self, name: str) -> dict[str, Any]: ...
+    def optimize(self, name: str, *, force: bool) -> dict[str, Any]: ...
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse: ...
     def evaluate(self, name: str, *, folds: int, max_queries: int, progress: Progress) -> dict[str, Any]: ...
     def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]: ...
@@ -120,6 +121,9 @@ class LocalBackend:
 
     def stats(self, name: str) -> dict[str, Any]:
         return self.ix.stats(name)
+
+    def optimize(self, name: str, *, force: bool) -> dict[str, Any]:
+        return self.ix.optimize(name, force=force)
 
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.searcher.search(name, vector, options)
@@ -226,6 +230,9 @@ class RemoteBackend:
 
     def stats(self, name: str) -> dict[str, Any]:
         return self.cl.stats(name)
+
+    def optimize(self, name: str, *, force: bool) -> dict[str, Any]:
+        return self.cl.optimize(name, force=force)
 
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.cl.search(name, vector, options)

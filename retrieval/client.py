@@ -154,6 +154,10 @@ class _Calls:
         return _Call("POST", f"/collections/{name}/rescore", params={"all": str(all).lower()})
 
     @staticmethod
+    def optimize(name: str, force: bool) -> _Call:
+        return _Call("POST", f"/collections/{name}/optimize", params={"force": str(force).lower()})
+
+    @staticmethod
     def evaluate(name: str, folds: int, max_queries: int) -> _Call:
         return _Call("POST", f"/collections/{name}/evaluate", {"folds": folds, "max_queries": max_queries})
 
@@ -218,6 +222,9 @@ class Client:
 
     def sync(self, name: str) -> SyncResult:
         return self._send(_Call("POST", f"/collections/{name}/sync"))
+
+    def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
+        return self._send(_Calls.optimize(name, force))
 
     def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
         return self._send(_Calls.evaluate(name, folds, max_queries))
@@ -297,6 +304,9 @@ class AsyncClient:
 
     async def sync(self, name: str) -> SyncResult:
         return await self._asend(_Call("POST", f"/collections/{name}/sync"))
+
+    async def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
+        return await self._asend(_Calls.optimize(name, force))
 
     async def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
         return await self._asend(_Calls.evaluate(name, folds, max_queries))

@@ -71,6 +71,11 @@ class SearchOptions:
     hubness: bool = _opt(
         False, "Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`)."
     )
+    exact: bool = _opt(
+        False,
+        "Brute-force search even where an HNSW index exists: the exact answer, slower on large "
+        "collections (`applied` says which search ran).",
+    )
 
     @classmethod
     def names(cls) -> list[str]:

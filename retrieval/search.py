@@ -110,6 +110,11 @@ def _all_finite(v: Any) -> bool:
     return True
 
 
+#: HNSW beam widths (Qdrant searches max(ef, limit)): chosen for recall@10 ≥ 0.95 against the
+#: exact answer on COCO-shaped vectors at 100k (BENCHMARKS.md, "HNSW on the embedded store")
+EF_SAME = 256
+EF_CROSS = 2048
+
 #: the freshness shown with results is at most this old (a rescore changes it without a new version)
 FRESHNESS_SECONDS = 1.0
 #: the score distribution is re-read when the modality's count moved by this fraction …
@@ -132,6 +137,7 @@ class Searcher:
         self._dist: dict[tuple[int, str], _Dist] = {}
         self._fresh: dict[int, tuple[int, float, dict[str, Any]]] = {}
         self._moms: dict[tuple[int, str], tuple[int, Moments]] = {}
+        self._index: dict[int, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
@@ -197,6 +203,18 @@ class Searcher:
             with self._lock:
                 self._fresh[c.id] = hit
         return {t: hit[2][t] for t in targets if t in hit[2]}
+
+    def _indexed(self, c: Collection) -> bool:
+        """Whether an HNSW index answers (part of) this collection's queries; read at most once
+        a second (an optimize changes it without a new statistics version)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._index.get(c.id)
+        if hit is None or now - hit[0] > FRESHNESS_SECONDS:
+            hit = (now, self.ix.store.index_info(c.qdrant_collection).indexed_vectors > 0)
+            with self._lock:
+                self._index[c.id] = hit
+        return hit[1]
 
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
         opts = validate(opts)
@@ -321,6 +339,13 @@ class Searcher:
     def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
         blend = self._blend(c, t, q, o, applied)
         flt, frac = self._filter(c, t, o, applied)
+        approximate = not o.exact and self._indexed(c)
+        # across the modality gap a query lies outside the indexed modality's shell, where the
+        # graph's greedy walk needs a much wider beam for the same recall (BENCHMARKS.md, HNSW)
+        ef = (EF_CROSS if o.query_modality != t else EF_SAME) if approximate else None
+        applied[f"{t}_search"] = {"method": "hnsw", "ef": ef} if approximate else {"method": "exact"}
+        if approximate:
+            applied["approximate"] = True
         spec = QuerySpec(
             vector=q.astype(np.float32).tolist(),
             using=c.vector_names[t],
@@ -328,6 +353,8 @@ class Searcher:
             filter=flt,
             blend=blend,
             depth=o.depth,
+            exact=o.exact,
+            ef=ef,
         )
         hits = None
         if flt is not None and frac is not None and frac >= MIN_PASS_FRACTION:

@@ -276,6 +276,13 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     def rescore(name: str, all: bool = False) -> dict[str, Any]:
         return ix.rescore(name, all=all).__dict__
 
+    @app.post("/collections/{name}/optimize")
+    def optimize(name: str, force: bool = False) -> dict[str, Any]:
+        """Build the embedded store's HNSW index. A maintenance operation: qdrant-edge-py holds
+        the GIL while it builds, so the whole service waits (minutes at 1M vectors). A Qdrant
+        server indexes in the background by itself."""
+        return backend.optimize(name, force=force)
+
     @app.post("/collections/{name}/sync")
     def sync(name: str) -> dict[str, Any]:
         return backend.sync(name)
@@ -335,6 +342,7 @@ class BackgroundRescore:
                 # small batches: each holds the collection lock briefly, so writers interleave
                 self.ix.rescore(name, batch_size=BACKGROUND_BATCH)
                 self.done.append(name)
+
         except Exception:  # a background task must not die silently, nor take the service down
             log.exception("background rescore of %s failed; the next write will retry", name)
 

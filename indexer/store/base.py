@@ -44,6 +44,16 @@ class Blend:
 
 
 @dataclass(frozen=True)
+class IndexInfo:
+    """How much of a collection an approximate (HNSW) index covers."""
+
+    points: int
+    indexed_vectors: int
+    #: the store builds indexes by itself (a Qdrant server); else only :meth:`VectorStore.optimize` does
+    automatic: bool
+
+
+@dataclass(frozen=True)
 class QuerySpec:
     vector: list[float]
     using: str
@@ -53,6 +63,10 @@ class QuerySpec:
     depth: int = 0  # prefetch depth when blending
     with_vectors: bool = False
     candidates: int = 0  # for query_among_nearest: how many unfiltered nearest neighbours to take
+    #: brute force even where an HNSW index exists (the exact answer)
+    exact: bool = False
+    #: the HNSW search breadth (Qdrant takes at least the query's limit); None: Qdrant's default
+    ef: int | None = None
 
     @property
     def needed(self) -> int:
@@ -164,6 +178,16 @@ class VectorStore(ABC):
         lifts them by ``2 · FAIL_PENALTY`` (blend) or leaves them sunk (no blend) so that one of
         them shows among the k returned: then this returns None and the caller runs :meth:`query`.
         """
+
+    def index_info(self, name: str) -> IndexInfo:
+        """Points and HNSW-indexed vectors (over all named vectors); stores without an
+        approximate index report none."""
+        return IndexInfo(self.count(name), 0, automatic=False)
+
+    def optimize(self, name: str) -> bool:
+        """Build the HNSW index (and merge segments) where the store needs to be asked; returns
+        whether anything was done. A Qdrant server does this in the background by itself."""
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""

@@ -15,6 +15,7 @@ from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
     Hit,
+    IndexInfo,
     QuerySpec,
     ScrollPage,
     StorePoint,
@@ -64,6 +65,10 @@ def _refusals() -> Iterator[None]:
         raise
     except (ValueError, TypeError, OverflowError) as exc:  # building the request (pydantic, JSON)
         raise PointRefusedError(f"Qdrant cannot take this point: {exc}") from exc
+
+
+def _params(spec: QuerySpec) -> models.SearchParams | None:
+    return models.SearchParams(hnsw_ef=spec.ef, exact=spec.exact) if (spec.exact or spec.ef) else None
 
 
 class ClientStore(VectorStore):
@@ -158,8 +163,12 @@ class ClientStore(VectorStore):
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)
         if spec.blend is None:
-            return self._run(name, spec, query=spec.vector, using=spec.using or None, query_filter=flt)
-        pre = models.Prefetch(query=spec.vector, using=spec.using or None, filter=flt, limit=spec.needed)
+            return self._run(
+                name, spec, query=spec.vector, using=spec.using or None, query_filter=flt, search_params=_params(spec)
+            )
+        pre = models.Prefetch(
+            query=spec.vector, using=spec.using or None, filter=flt, limit=spec.needed, params=_params(spec)
+        )
         return self._run(name, spec, prefetch=pre, query=_formula(spec.blend))
 
     def query_among_nearest(self, name: str, spec: QuerySpec) -> list[Hit] | None:
@@ -170,7 +179,7 @@ class ClientStore(VectorStore):
         sieve = models.FormulaQuery(
             formula=models.SumExpression(sum=["$score", models.MultExpression(mult=[-FAIL_PENALTY, fails])])
         )
-        pool = models.Prefetch(query=spec.vector, using=spec.using or None, limit=spec.candidates)
+        pool = models.Prefetch(query=spec.vector, using=spec.using or None, limit=spec.candidates, params=_params(spec))
         if spec.blend is None:
             hits = self._run(name, spec, prefetch=pool, query=sieve)
         else:
@@ -182,6 +191,12 @@ class ClientStore(VectorStore):
         request.setdefault("limit", spec.limit)
         res = self._call(self.client.query_points, name, with_payload=True, with_vectors=spec.with_vectors, **request)
         return [_hit(p) for p in res.points]
+
+    def index_info(self, name: str) -> IndexInfo:
+        info = self._call(self.client.get_collection, name)
+        # a server indexes in the background by itself; qdrant-client's local mode never does
+        server = not getattr(self.client, "_client", None).__class__.__name__.startswith("QdrantLocal")
+        return IndexInfo(int(info.points_count or 0), int(info.indexed_vectors_count or 0), automatic=server)
 
     def close(self) -> None:
         self.client.close()

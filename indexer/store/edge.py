@@ -27,6 +27,7 @@ from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
     Hit,
+    IndexInfo,
     QuerySpec,
     ScrollPage,
     StorePoint,
@@ -56,6 +57,10 @@ def _nearest(spec: QuerySpec) -> Any:
     return qe.Query.Nearest(list(map(float, spec.vector)), using=spec.using)
 
 
+def _params(spec: QuerySpec) -> Any:
+    return qe.SearchParams(hnsw_ef=spec.ef, exact=spec.exact) if (spec.exact or spec.ef) else None
+
+
 def _formula(blend: Blend, lift: qe.Filter | None = None) -> qe.Formula:
     """The blend; with ``lift``, candidates matching it score ``FAIL_PENALTY`` higher still."""
     E = qe.Expression
@@ -80,6 +85,9 @@ def _refusals() -> Iterator[None]:
 
 
 class EdgeStore(VectorStore):
+    #: KB of vectors in a segment above which optimize() builds HNSW (Qdrant's default)
+    index_threshold_kb = 10_000
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -144,7 +152,11 @@ class EdgeStore(VectorStore):
     def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
         path = self._path(name)
         cfg = qe.EdgeConfig(
-            vectors={k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine) for k, v in vectors.items()}
+            vectors={k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine) for k, v in vectors.items()},
+            # Qdrant's defaults, written down: optimize() builds an index for segments over the
+            # threshold (KB of vectors), searched instead of a full scan above it
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=self.index_threshold_kb),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=self.index_threshold_kb),
         )
         with self._lock:
             self._take_directory()
@@ -215,9 +227,9 @@ class EdgeStore(VectorStore):
         flt = to_edge_filter(spec.filter)
         nearest = _nearest(spec)
         if spec.blend is None:
-            res = self._run(name, spec, limit=spec.limit, query=nearest, filter=flt)
+            res = self._run(name, spec, limit=spec.limit, query=nearest, filter=flt, params=_params(spec))
         else:
-            pre = qe.Prefetch(limit=spec.needed, query=nearest, filter=flt)
+            pre = qe.Prefetch(limit=spec.needed, query=nearest, filter=flt, params=_params(spec))
             res = self._run(name, spec, limit=spec.limit, prefetches=[pre], query=_formula(spec.blend))
         return [_hit(p, float(p.score)) for p in res]
 
@@ -228,7 +240,7 @@ class EdgeStore(VectorStore):
         E = qe.Expression
         fails = qe.Filter(must_not=[flt])
         sieve = qe.Formula(E.Sum([E.Variable("$score"), E.Mult([E.Constant(-FAIL_PENALTY), E.Condition(fails)])]))
-        pool = qe.Prefetch(limit=spec.candidates, query=_nearest(spec))
+        pool = qe.Prefetch(limit=spec.candidates, query=_nearest(spec), params=_params(spec))
         if spec.blend is None:
             res = self._run(name, spec, limit=spec.limit, prefetches=[pool], query=sieve)
         else:
@@ -246,6 +258,19 @@ class EdgeStore(VectorStore):
             raise
         except Exception as exc:  # filters are validated before they get here: this is the store's failure
             raise StorageError(f"Qdrant Edge failed to run a query on {name!r}: {exc}") from exc
+
+    def index_info(self, name: str) -> IndexInfo:
+        info = self._shard(name).info()
+        return IndexInfo(int(info.points_count), int(info.indexed_vectors_count), automatic=False)
+
+    def optimize(self, name: str) -> bool:
+        """Edge builds HNSW only when asked, synchronously, holding the GIL (measured: a query
+        thread waits for the whole build)."""
+        self._take_directory()
+        try:
+            return bool(self._shard(name).optimize())
+        except Exception as exc:
+            raise StorageError(f"Qdrant Edge could not optimize {name!r}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

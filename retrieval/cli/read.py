@@ -96,6 +96,15 @@ def _stats_text(d: dict[str, Any]) -> str:
                 )
     if "gap" in d:
         out.append(f"  modality gap={d['gap']['modality_gap']:.4f} cos(means)={d['gap']['cos_means']:.4f}")
+    ix = d.get("index") or {}
+    if ix:
+        how = "indexed by the Qdrant server" if ix["automatic"] else "HNSW"
+        line = f"  search index: {ix['indexed_vectors']} of {ix['vectors']} vectors {how}"
+        if ix["optimize_due"]:
+            line += f"; due: run `inforank optimize {d['collection']}`"
+        elif not ix["indexed_vectors"] and not ix["automatic"]:
+            line += " (exact search: fast enough at this size)"
+        out.append(line)
     q = d.get("quarantined") or {}
     if q.get("count"):
         out.append(f"  {q['count']} quarantined points (Qdrant refused them): see `inforank sync {d['collection']}`")

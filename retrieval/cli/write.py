@@ -78,9 +78,46 @@ def ingest(
         )
         with progress(total, f"ingest {collection}" + (f" via {b.where}" if b.where.startswith("http") else "")) as bar:
             out = b.ingest(collection, items, batch_size=batch_size, progress=bar.update, encoded=vectors is None)
+        if out["ingested"] and not b.where.startswith("http"):
+            _index_if_due(b, collection, as_json)
     emit(out, as_json, _ingest_text)
     if out["rejected"] or out["quarantined"]:
         raise typer.Exit(REJECTED_EXIT)
+
+
+def _index_if_due(b: Any, collection: str, as_json: bool) -> None:
+    """After a large ingest into the embedded store: build the HNSW index when due (a
+    service does this on its background thread; a Qdrant server by itself)."""
+    state = b.ix.index_state(collection)
+    if state["optimize_due"]:
+        if not as_json:
+            typer.echo(f"building the HNSW index of {collection} ({state['vectors']} vectors)…", err=True)
+        b.optimize(collection, force=False)
+
+
+@app.command()
+def optimize(
+    collection: str,
+    force: Annotated[bool, typer.Option("--force", help="Build even where the policy would wait.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the embedded store's HNSW index: large collections are then searched through it
+    (`ingest` and `rescore --watch` do this by themselves when it is due; a running `serve` does
+    not, since the build holds its process for minutes at 1M: call this, or POST
+    /collections/NAME/optimize, at a quiet time; `stats` says when it is due).
+
+    Example: inforank optimize photos
+    """
+    with backend() as b:
+        emit(b.optimize(collection, force=force), as_json, _optimize_text)
+
+
+def _optimize_text(d: dict[str, Any]) -> str:
+    a = d["after"]
+    if a["automatic"]:
+        return f"{d['collection']}: the Qdrant server indexes by itself ({a['indexed_vectors']}/{a['vectors']} vectors)"
+    what = f"built in {d['seconds']:.1f} s" if d["built"] else "not due: nothing built"
+    return f"{d['collection']}: {what}; {a['indexed_vectors']} of {a['vectors']} vectors in the HNSW index"
 
 
 def _ingest_text(d: dict[str, Any]) -> str:
@@ -163,6 +200,8 @@ def _watch(collection: str | None, interval: float, as_json: bool) -> None:
                     if ix.rescore_due(name):
                         rep = ix.rescore(name)
                         emit({"collection": name, **rep.__dict__}, as_json, rescore_text)
+                    if ix.index_state(name)["optimize_due"]:
+                        emit(ix.optimize(name), as_json, _optimize_text)
                 time.sleep(interval)
         except KeyboardInterrupt:
             typer.echo("stopped", err=True)

@@ -1,0 +1,79 @@
+"""HNSW on the embedded store: built when due, searched approximately (and said so), exact on
+request; the candidate plan and filters still hold. Small thresholds stand in for the real
+ones (50k vectors, 10 MB segments) so the index is built in seconds."""
+
+import numpy as np
+import pytest
+
+import indexer.api
+from indexer.api import Indexer
+from indexer.items import Item
+from indexer.store import QdrantLocation
+from indexer.store.edge import EdgeStore
+from retrieval.options import SearchOptions
+from retrieval.search import Searcher
+from tests.conftest import ellipsoid_pairs
+
+N, D = 3000, 32
+
+
+@pytest.fixture(scope="module")
+def hnsw_ix(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(EdgeStore, "index_threshold_kb", 1)
+    mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
+    root = tmp_path_factory.mktemp("hnsw")
+    ix = Indexer(f"sqlite:///{root / 'i.sqlite'}", QdrantLocation(edge_path=str(root / "q")))
+    ix.create_collection("c", dim=D, min_count=8)
+    img, txt = ellipsoid_pairs(N, D, seed=3)
+    ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i, metadata={"g": i % 4}) for i in range(N)])
+    yield ix, img, txt
+    ix.close()
+    mp.undo()
+
+
+def _unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def test_index_is_built_when_due_and_searched_approximately(hnsw_ix):
+    ix, img, txt = hnsw_ix
+    s = Searcher(ix)
+    before = s.search("c", img[0], SearchOptions(k=10, query_modality="image"))
+    assert before.applied["image_search"] == {"method": "exact"} and "approximate" not in before.applied
+    state = ix.index_state("c")
+    assert state["optimize_due"] and state["indexed_vectors"] == 0 and state["vectors"] == 2 * N
+    out = ix.optimize("c")
+    assert out["built"] and out["after"]["indexed_vectors"] == 2 * N and not out["after"]["optimize_due"]
+    assert not ix.optimize("c")["built"]  # not due again until 10 % is outside the index
+    s = Searcher(ix)
+    recall = []
+    for i in range(0, 200, 5):
+        approx = s.search("c", img[i], SearchOptions(k=10, query_modality="image"))
+        assert approx.applied["approximate"] and approx.applied["image_search"]["method"] == "hnsw"
+        exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", exact=True))
+        assert "approximate" not in exact.applied
+        # the exact answer is brute force: the numpy top 10
+        sims = _unit(img) @ _unit(img[i])
+        assert [int(r.id) for r in exact.results] == list(np.argsort(-sims)[:10])
+        recall.append(len({r.id for r in approx.results} & {r.id for r in exact.results}) / 10)
+    assert np.mean(recall) >= 0.95
+    # cross-modal queries get the wider beam
+    t2i = s.search("c", txt[0], SearchOptions(k=10, query_modality="text"))
+    assert t2i.applied["image_search"]["ef"] > approx.applied["image_search"]["ef"]
+
+
+def test_filters_and_the_candidate_plan_on_the_index(hnsw_ix):
+    ix, img, _ = hnsw_ix
+    if not ix.index_state("c")["indexed_vectors"]:
+        ix.optimize("c", force=True)
+    s = Searcher(ix)
+    flt = {"must": [{"key": "g", "match": {"value": 1}}]}
+    for i in (0, 7, 11):
+        opts = SearchOptions(k=10, query_modality="image", filter=flt, exclude_bottom_info_gain_pct=5)
+        got = s.search("c", img[i], opts)
+        exact = s.search("c", img[i], SearchOptions(**{**opts.as_dict(), "exact": True}))
+        assert all(r.payload["g"] == 1 for r in got.results) and len(got.results) == 10
+        cut = got.applied["image_info_gain_cutoff"]
+        assert all(r.info_gain is None or r.info_gain >= cut for r in got.results)
+        assert len({r.id for r in got.results} & {r.id for r in exact.results}) >= 8
