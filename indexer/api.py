@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import collections as catalog
 from indexer import diagnostics, scoring, writer
 from indexer import freshness as fresh_lib
 from indexer.collections import EXTERNAL, Collection
-from indexer.db.engine import make_engine, session_factory, upgrade
-from indexer.db.models import CollectionRow, FreshnessRow, PointRow, VectorRow
+from indexer.db.engine import make_engine, read_factory, session_factory, upgrade
+from indexer.db.models import CollectionRow, FreshnessRow, PointRow, ScoreBucketRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
 from indexer.errors import ConflictError, StorageError
 from indexer.freshness import ZERO, Shift, Tolerance
@@ -28,6 +28,8 @@ from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key, othe
 from indexer.moments import Moments
 from indexer.payload import unit_of
 from indexer.scoring import drift
+from indexer.sketch import Sketch
+from indexer.sketch import bounds as sketch_bounds
 from indexer.store import QdrantLocation, VectorStore, open_store
 from indexer.sync import Pushed, push_fresh, push_scores, sync_dirty
 from indexer.writer import BatchReport
@@ -128,6 +130,8 @@ class Indexer:
         except SQLAlchemyError as exc:
             raise storage_error("Cannot open the database", exc) from exc
         self.sessions = session_factory(self.engine)
+        #: read-only work (catalog, statistics, histograms): never waits for a writer
+        self.reads = read_factory(self.engine)
         self.store: VectorStore = open_store(qdrant)
         self.cache = StatsCache()
 
@@ -180,12 +184,12 @@ class Indexer:
 
     @_db
     def collection(self, name: str) -> Collection:
-        with self.sessions() as s:
+        with self.reads() as s:
             return catalog.get(s, name)
 
     @_db
     def collections(self) -> list[Collection]:
-        with self.sessions() as s:
+        with self.reads() as s:
             rows = s.execute(select(CollectionRow).order_by(CollectionRow.name)).scalars()
             return [Collection.of(r) for r in rows]
 
@@ -196,6 +200,8 @@ class Indexer:
             self.store.drop(c.qdrant_collection)
         with self.sessions.begin() as s:
             s.delete(s.get(CollectionRow, c.id))
+            s.flush()  # the cascade into item_vectors counts the histograms down to zero …
+            s.execute(delete(ScoreBucketRow).where(ScoreBucketRow.collection_id == c.id))  # … then they go
 
     # ---- writes ------------------------------------------------------------------------
     @_db
@@ -305,7 +311,7 @@ class Indexer:
         them, or ingest the item again with corrected data, to clear them."""
         c = self.collection(name)
         where = (PointRow.collection_id == c.id) & PointRow.quarantine.is_not(None)
-        with self.sessions() as s:
+        with self.reads() as s:
             n = s.execute(select(func.count()).where(where)).scalar_one()
             rows = s.execute(
                 select(PointRow.user_id, PointRow.quarantine).where(where).order_by(PointRow.item_key).limit(limit)
@@ -316,7 +322,7 @@ class Indexer:
     @_db
     def moments(self, name: str, modality: str, kind: str = "current") -> tuple[int, Moments]:
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             return self.cache.get(s, c.id, modality, c.dim, kind)
 
     @_db
@@ -325,7 +331,7 @@ class Indexer:
     ) -> tuple[list[Any], np.ndarray, np.ndarray]:
         """User ids, float32 unit vectors and raw norms of stored items of one modality."""
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             q = (
                 select(PointRow.user_id, VectorRow.vector, VectorRow.raw_norm)
                 .join(
@@ -348,7 +354,7 @@ class Indexer:
     def scores(self, name: str, modality: str) -> dict[str, np.ndarray]:
         """Stored scores of one modality (NaN where pending), with ids, for reports."""
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             rows = s.execute(
                 select(
                     PointRow.user_id,
@@ -376,19 +382,45 @@ class Indexer:
         }
 
     @_db
-    def score_values(self, name: str, modality: str) -> dict[str, np.ndarray]:
-        """The stored conformity and information gain of one modality, unordered, NaN where
-        pending: two float columns of one table, for distributions (no ids, metadata or join)."""
+    def score_sketch(self, name: str, modality: str) -> dict[str, Sketch]:
+        """The distribution of the stored conformity and information gain of one modality, as
+        the histograms the database keeps exact under every write (:mod:`indexer.sketch`):
+        O(buckets) rows read, whatever the collection's size."""
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             rows = s.execute(
-                select(VectorRow.conformity, VectorRow.info_gain).where(
-                    VectorRow.collection_id == c.id, VectorRow.modality == modality
+                select(ScoreBucketRow.field, ScoreBucketRow.bucket, ScoreBucketRow.n).where(
+                    ScoreBucketRow.collection_id == c.id, ScoreBucketRow.modality == modality, ScoreBucketRow.n != 0
                 )
             ).all()
-        a = np.array([(np.nan if x is None else x, np.nan if y is None else y) for x, y in rows], float)
-        a = a.reshape(-1, 2)
-        return {"conformity": a[:, 0], "info_gain": a[:, 1]}
+        return {f: Sketch.of([(b, n) for g, b, n in rows if g == f]) for f in ("conformity", "info_gain")}
+
+    @_db
+    def score_cut(self, name: str, modality: str, share: float, sk: Sketch | None = None) -> float | None:
+        """The information gain below which exactly ``⌊share · n⌋`` of the modality's scored
+        items lie (ties aside): the histogram finds the bucket, the score index the value inside
+        it, reading at most that bucket's rows. None when nothing is scored yet."""
+        c = self.collection(name)
+        sk = sk if sk is not None else self.score_sketch(name, modality)["info_gain"]
+        if not sk.n:
+            return None
+        rank = min(int(share * sk.n), sk.n - 1)
+        k, before = sk.locate(rank)
+        lo, hi = sketch_bounds(k)
+        with self.reads() as s:
+            v = s.execute(
+                select(VectorRow.info_gain)
+                .where(
+                    VectorRow.collection_id == c.id,
+                    VectorRow.modality == modality,
+                    VectorRow.info_gain > lo,
+                    VectorRow.info_gain <= hi,
+                )
+                .order_by(VectorRow.info_gain)
+                .offset(rank - before)
+                .limit(1)
+            ).scalar()
+        return float(v) if v is not None else sk.quantile(share)
 
     @_db
     def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:
@@ -404,7 +436,7 @@ class Indexer:
             "modalities": {},
         }
         moms: dict[str, Moments] = {}
-        with self.sessions() as s:
+        with self.reads() as s:
             for m in c.modalities:
                 v, mom = self.cache.get(s, c.id, m, c.dim)
                 _, base = self.cache.get(s, c.id, m, c.dim, BASELINE)
@@ -460,7 +492,7 @@ class Indexer:
 
     def _sample(self, c: Collection, m: str, n: int) -> list[Any]:
         """Up to ``n`` random rows of a modality, drawn by the database (never all in memory)."""
-        with self.sessions() as s:
+        with self.reads() as s:
             q = (
                 select(VectorRow.vector, VectorRow.raw_norm, VectorRow.conformity, VectorRow.info_gain)
                 .where(VectorRow.collection_id == c.id, VectorRow.modality == m)
@@ -544,7 +576,7 @@ class Indexer:
     def _unfinished_pass(self, c: Collection, s: Any = None) -> bool:
         """Whether some row is not checked against the baseline yet (an interrupted pass)."""
         if s is None:
-            with self.sessions() as s2:
+            with self.reads() as s2:
                 return self._unfinished_pass(c, s2)
         b = s.execute(select(func.min(FreshnessRow.baseline_version)).where(FreshnessRow.collection_id == c.id))
         base = b.scalar()
@@ -611,7 +643,7 @@ class Indexer:
         tolerance, whether it holds, and the rescore state. A modality without a freshness row
         (written before freshness was tracked) has an unknown bound."""
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             rows = {
                 f.modality: f
                 for f in s.execute(select(FreshnessRow).where(FreshnessRow.collection_id == c.id)).scalars()
@@ -658,7 +690,7 @@ class Indexer:
         """How much of the collection an HNSW index covers, and whether :meth:`optimize` is due."""
         c = self.collection(name)
         info = self.store.index_info(c.qdrant_collection)
-        with self.sessions() as s:
+        with self.reads() as s:
             vectors = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
         unindexed = max(0, vectors - info.indexed_vectors)
         due = (
@@ -704,7 +736,7 @@ class Indexer:
         """(whether a rescore is due, the collection's item count)."""
         fresh = self.freshness(c.name, counts=False)
         unfinished = self._unfinished_pass(c)
-        with self.sessions() as s:
+        with self.reads() as s:
             n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
         if unfinished:
             return True, n
@@ -717,7 +749,7 @@ class Indexer:
     def item(self, name: str, user_id: UserId) -> dict[str, Any] | None:
         """The stored point of one item, as Qdrant has it."""
         c = self.collection(name)
-        with self.sessions() as s:
+        with self.reads() as s:
             p = s.get(PointRow, (c.id, item_key(user_id)))
             if p is None or p.deleted:
                 return None

@@ -204,7 +204,7 @@ def _of(r: AlignmentRow) -> AlignMap:
 
 def active_map(ix: Indexer, name: str) -> AlignMap | None:
     c = ix.collection(name)
-    with ix.sessions() as s:
+    with ix.reads() as s:
         r = s.execute(
             select(AlignmentRow).where(AlignmentRow.collection_id == c.id, AlignmentRow.active.is_(True))
         ).scalar()
@@ -213,7 +213,7 @@ def active_map(ix: Indexer, name: str) -> AlignMap | None:
 
 def status(ix: Indexer, name: str) -> list[dict[str, Any]]:
     c = ix.collection(name)
-    with ix.sessions() as s:
+    with ix.reads() as s:
         rows = s.execute(
             select(AlignmentRow).where(AlignmentRow.collection_id == c.id).order_by(AlignmentRow.version)
         ).scalars()

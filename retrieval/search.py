@@ -25,6 +25,7 @@ from indexer.errors import InvalidQueryError
 from indexer.items import MODALITIES
 from indexer.moments import Moments
 from indexer.schema import SCORE_FIELDS, key
+from indexer.sketch import Sketch
 from indexer.store.base import Blend, Hit, QuerySpec
 from indexer.vectors import as_query
 from retrieval.options import MAX_K, Result, SearchOptions, SearchResponse
@@ -117,18 +118,13 @@ EF_CROSS = 2048
 
 #: the freshness shown with results is at most this old (a rescore changes it without a new version)
 FRESHNESS_SECONDS = 1.0
-#: the score distribution is re-read when the modality's count moved by this fraction …
-REFRESH_FRACTION = 0.01
-#: … or when it is older than this many seconds (and the statistics changed meanwhile).
-REFRESH_SECONDS = 60.0
 
 
 @dataclass
 class _Dist:
     version: int
-    count: int
     at: float
-    fields: dict[str, tuple[float, float, np.ndarray]]
+    fields: dict[str, Sketch]
 
 
 class Searcher:
@@ -138,36 +134,36 @@ class Searcher:
         self._fresh: dict[int, tuple[int, float, dict[str, Any]]] = {}
         self._moms: dict[tuple[int, str], tuple[int, Moments]] = {}
         self._index: dict[int, tuple[float, bool]] = {}
+        self._cuts: dict[tuple[int, str, float], tuple[int, float, float | None]] = {}
         self._lock = threading.Lock()
 
-    def distribution(self, c: Collection, m: str) -> dict[str, tuple[float, float, np.ndarray]]:
-        """(mean, std, sorted values) of the stored scores per field.
-
-        Reading them is a scan of the modality, so under continuous ingestion it is refreshed
-        only when the count moved by 1 % or the copy is a minute old: percentiles and the rerank
-        scale change slowly, and a search never waits for a scan per committed batch.
-        """
+    def distribution(self, c: Collection, m: str) -> dict[str, Sketch]:
+        """The stored scores' histograms per field (:mod:`indexer.sketch`: exact counts, values
+        within 0.5 %), read in O(buckets) whatever the collection's size. Re-read when the
+        statistics version moved or after a second (a rescore moves scores without a new one)."""
         key = (c.id, m)
+        now = time.monotonic()
         with self._lock:
             d = self._dist.get(key)
-        if d is not None and d.version == c.stats_version:
+        if d is not None and d.version == c.stats_version and now - d.at < FRESHNESS_SECONDS:
             return d.fields
-        mom = self._moments(c, m)
-        if (
-            d is not None
-            and abs(mom.n - d.count) < REFRESH_FRACTION * max(d.count, 1)
-            and (time.monotonic() - d.at < REFRESH_SECONDS)
-        ):
-            return d.fields
-        s = self.ix.score_values(c.name, m)
-        out = {}
-        for f in ("conformity", "info_gain"):
-            v = np.sort(s[f][np.isfinite(s[f])])
-            sd = float(v.std()) if len(v) > 1 else 1.0
-            out[f] = (float(v.mean()) if len(v) else 0.0, sd if sd > 0 else 1.0, v)
+        out = self.ix.score_sketch(c.name, m)
         with self._lock:
-            self._dist[key] = _Dist(c.stats_version, mom.n, time.monotonic(), out)
+            self._dist[key] = _Dist(c.stats_version, now, out)
         return out
+
+    def _cut(self, c: Collection, m: str, share: float) -> float | None:
+        """The exact percentile cut-off (:meth:`Indexer.score_cut`), kept like the histograms."""
+        key = (c.id, m, share)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cuts.get(key)
+        if hit is not None and hit[0] == c.stats_version and now - hit[1] < FRESHNESS_SECONDS:
+            return hit[2]
+        cut = self.ix.score_cut(c.name, m, share, self.distribution(c, m)["info_gain"])
+        with self._lock:
+            self._cuts[key] = (c.stats_version, now, cut)
+        return cut
 
     def _moments(self, c: Collection, m: str) -> Moments:
         """The running statistics at the version the catalog lookup of this search saw: no
@@ -203,6 +199,19 @@ class Searcher:
             with self._lock:
                 self._fresh[c.id] = hit
         return {t: hit[2][t] for t in targets if t in hit[2]}
+
+    def warm(self, collection: str) -> None:
+        """Open what a first search would: the store's shard, the statistics, the histograms,
+        freshness and the index state, and the database's compiled statements (one search of
+        the modality mean). The service calls it at start-up, so its first search is a warm one."""
+        c = self.ix.collection(collection)
+        for m in c.modalities:
+            mean = self._moments(c, m).mean
+            if np.linalg.norm(mean) > 0:
+                opts = SearchOptions(k=1, query_modality="image" if m == "image" else "text")
+                opts.modality = opts.query_modality  # a search of this modality's own index
+                opts.exclude_bottom_info_gain_pct, opts.rerank_info_gain = 1.0, 0.1
+                self.search(collection, mean, opts)
 
     def _indexed(self, c: Collection) -> bool:
         """Whether an HNSW index answers (part of) this collection's queries; read at most once
@@ -289,9 +298,8 @@ class Searcher:
         if o.exclude_bottom_info_gain_pct:
             # "Exclude the known bottom P %": items below the cut-off go; items whose score is
             # still pending stay. As must_not it is also cheaper for Qdrant than a 95 % range.
-            vals = self.distribution(c, t)["info_gain"][2]
-            if len(vals):
-                cut = percentile_of_sorted(vals, o.exclude_bottom_info_gain_pct)
+            cut = self._cut(c, t, o.exclude_bottom_info_gain_pct / 100)
+            if cut is not None:
                 applied[f"{t}_info_gain_cutoff"] = cut
                 must_not.append({"key": key(t, "info_gain"), "range": {"lt": cut}})
             else:
@@ -323,7 +331,7 @@ class Searcher:
             s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
             for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
                 if w:
-                    mu, sd, _ = dist[f]
+                    mu, sd = dist[f].moments()
                     terms.append((key(t, f), w * s_q / sd, mu))
             applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
             applied[f"{t}_similarity_scale"] = s_q
@@ -391,27 +399,14 @@ class Searcher:
         return sorted(merged, key=lambda r: -r.score)
 
 
-def pass_fraction(
-    dist: dict[str, tuple[float, float, np.ndarray]], bounds: dict[str, tuple[float | None, float | None]]
-) -> float:
-    """Share of scored items within every field's [lo, hi], from the sorted stored scores
-    (fields taken as independent: an estimate, which the candidate plan's fallback tolerates)."""
+def pass_fraction(dist: dict[str, Sketch], bounds: dict[str, tuple[float | None, float | None]]) -> float:
+    """Share of scored items within every field's [lo, hi], from the histograms (fields taken
+    as independent: an estimate, which the candidate plan's fallback tolerates)."""
     frac = 1.0
     for f, (lo, hi) in bounds.items():
-        v = dist[f][2]
-        if (lo, hi) != (None, None) and len(v):
-            a = 0 if lo is None else int(np.searchsorted(v, lo, "left"))
-            b = len(v) if hi is None else int(np.searchsorted(v, hi, "right"))
-            frac *= max(b - a, 0) / len(v)
+        if (lo, hi) != (None, None):
+            frac *= dist[f].fraction_between(lo, hi)
     return frac
-
-
-def percentile_of_sorted(v: np.ndarray, p: float) -> float:
-    """``np.percentile(v, p)`` (linear) for an ascending array, in O(1) instead of a partition."""
-    x = p / 100 * (len(v) - 1)
-    i = int(x)
-    j = min(i + 1, len(v) - 1)
-    return float(v[i] + (v[j] - v[i]) * (x - i))
 
 
 def _result(h: Hit, t: str, blend: Blend | None) -> Result:

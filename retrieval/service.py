@@ -146,6 +146,11 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     )
     backend = LocalBackend(ix)
     searcher = backend.searcher
+    for c in ix.collections():  # the first request after a restart costs what any other does
+        try:
+            searcher.warm(c.name)
+        except errors.InforankError as exc:  # a collection that cannot be searched yet
+            log.info("not warmed: %s: %s", c.name, exc)
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
     rescorer = BackgroundRescore(ix)
     reg = CollectorRegistry()

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from indexer import sketch
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
@@ -36,10 +37,14 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # the score histogram's bucket function, used by the triggers of migration 0004
+            dbapi_conn.create_function("inforank_bucket", 1, sketch.key, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # reads (see read_factory) take a snapshot without the write lock: in WAL mode they
+            # neither wait for a writer nor make one wait
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ) else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -61,3 +66,13 @@ def upgrade(url: str) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+#: execution option marking read-only sessions
+READ = "inforank_read"
+
+
+def read_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only: on SQLite a deferred ``BEGIN`` (a WAL snapshot, no write lock);
+    on PostgreSQL the same as :func:`session_factory`."""
+    return sessionmaker(engine.execution_options(**{READ: True}), expire_on_commit=False)

@@ -103,8 +103,7 @@ class VectorRow(Base):
     __table_args__ = (
         Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
         Index("ix_item_vectors_checked", "collection_id", "checked_version"),
-        # covers the score distribution (percentile cut-offs, rerank scale): read from the index
-        # alone, never from the 2 KB rows
+        # exact percentile cut-offs: the histogram finds the bucket, this index the value in it
         Index("ix_item_vectors_score_values", "collection_id", "modality", "info_gain", "conformity"),
     )
 
@@ -123,6 +122,20 @@ class VectorRow(Base):
     checked_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: hubness bias: mean of the item's k highest similarities to the other modality (None: not fitted)
     hub_bias: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ScoreBucketRow(Base):
+    """How many stored scores of one field fall in one bucket (:mod:`indexer.sketch`); kept by
+    triggers on ``item_vectors`` (migration 0004), never written by the application. No foreign
+    key: dropping a collection cascades into ``item_vectors``, whose triggers count down here."""
+
+    __tablename__ = "score_buckets"
+
+    collection_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    modality: Mapped[str] = mapped_column(String(8), primary_key=True)
+    field: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class FreshnessRow(Base):
