@@ -46,7 +46,15 @@ class Backend(Protocol):
     def stats(self, name: str) -> dict[str, Any]: ...
     def optimize(self, name: str, *, force: bool) -> dict[str, Any]: ...
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse: ...
-    def evaluate(self, name: str, *, folds: int, max_queries: int, progress: Progress) -> dict[str, Any]: ...
+    def evaluate(
+        self,
+        name: str,
+        *,
+        folds: int,
+        max_queries: int,
+        progress: Progress,
+        queries: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]: ...
     def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]: ...
     def align_fit(self, name: str, *, method: str, force: bool) -> dict[str, Any]: ...
     def align_status(self, name: str) -> list[dict[str, Any]]: ...
@@ -128,9 +136,19 @@ class LocalBackend:
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.searcher.search(name, vector, options)
 
-    def evaluate(self, name: str, *, folds: int, max_queries: int, progress: Progress) -> dict[str, Any]:
-        from retrieval.evaluate import evaluate
+    def evaluate(
+        self,
+        name: str,
+        *,
+        folds: int,
+        max_queries: int,
+        progress: Progress,
+        queries: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        from retrieval.evaluate import evaluate, evaluate_queries
 
+        if queries is not None:
+            return evaluate_queries(self.ix, name, queries, folds=folds, progress=progress)
         return evaluate(self.ix, name, folds=folds, max_queries=max_queries, progress=progress)
 
     def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]:
@@ -237,8 +255,16 @@ class RemoteBackend:
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.cl.search(name, vector, options)
 
-    def evaluate(self, name: str, *, folds: int, max_queries: int, progress: Progress) -> dict[str, Any]:
-        return self.cl.evaluate(name, folds=folds, max_queries=max_queries)
+    def evaluate(
+        self,
+        name: str,
+        *,
+        folds: int,
+        max_queries: int,
+        progress: Progress,
+        queries: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        return self.cl.evaluate(name, folds=folds, max_queries=max_queries, queries=queries)
 
     def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]:
         return self.cl.hubness_fit(name, k=k, beta=beta)

@@ -158,8 +158,11 @@ class _Calls:
         return _Call("POST", f"/collections/{name}/optimize", params={"force": str(force).lower()})
 
     @staticmethod
-    def evaluate(name: str, folds: int, max_queries: int) -> _Call:
-        return _Call("POST", f"/collections/{name}/evaluate", {"folds": folds, "max_queries": max_queries})
+    def evaluate(name: str, folds: int, max_queries: int, queries: list[dict[str, Any]] | None) -> _Call:
+        body: dict[str, Any] = {"folds": folds, "max_queries": max_queries}
+        if queries is not None:
+            body["queries"] = queries
+        return _Call("POST", f"/collections/{name}/evaluate", body)
 
 
 class Client:
@@ -226,8 +229,11 @@ class Client:
     def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
         return self._send(_Calls.optimize(name, force))
 
-    def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
-        return self._send(_Calls.evaluate(name, folds, max_queries))
+    def evaluate(
+        self, name: str, folds: int = 5, max_queries: int = 1000, queries: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """On the collection's own pairs, or on ``queries`` (labelled, as ``read_queries`` gives)."""
+        return self._send(_Calls.evaluate(name, folds, max_queries, queries))
 
     def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
         return self._send(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))
@@ -308,8 +314,10 @@ class AsyncClient:
     async def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
         return await self._asend(_Calls.optimize(name, force))
 
-    async def evaluate(self, name: str, folds: int = 5, max_queries: int = 1000) -> dict[str, Any]:
-        return await self._asend(_Calls.evaluate(name, folds, max_queries))
+    async def evaluate(
+        self, name: str, folds: int = 5, max_queries: int = 1000, queries: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        return await self._asend(_Calls.evaluate(name, folds, max_queries, queries))
 
     async def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
         return await self._asend(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))

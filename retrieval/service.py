@@ -119,6 +119,12 @@ SearchIn = _body_of(
 class EvaluateIn(_Strict):
     folds: int = Field(default=5, ge=2, le=20)
     max_queries: int = Field(default=1000, ge=10, le=100_000)
+    queries: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Labelled queries instead of the collection's pairs: each with vector or text, relevant "
+        "(ids), and optionally modality and target (as `inforank evaluate --queries` reads them).",
+    )
 
 
 class HubnessIn(_Strict):
@@ -294,7 +300,14 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
 
     @app.post("/collections/{name}/evaluate")
     def evaluate(name: str, body: EvaluateIn) -> dict[str, Any]:
-        return backend.evaluate(name, folds=body.folds, max_queries=body.max_queries, progress=lambda _n: None)
+        queries = None
+        if body.queries is not None:
+            from retrieval.evaluate import check_queries
+
+            queries = check_queries([(f"queries[{i}]", q) for i, q in enumerate(body.queries)])
+        return backend.evaluate(
+            name, folds=body.folds, max_queries=body.max_queries, progress=lambda _n: None, queries=queries
+        )
 
     @app.post("/collections/{name}/hubness")
     def hubness_fit(name: str, body: HubnessIn) -> dict[str, Any]:

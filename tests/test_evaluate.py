@@ -109,3 +109,35 @@ def test_the_hubness_bias_is_its_definition():
     sim = gallery @ bank.T
     want = np.sort(sim, axis=1)[:, -4:].mean(axis=1)
     assert np.allclose(bias(gallery, bank, 4), want)
+
+
+def test_labelled_queries_equal_a_brute_force_recomputation(coco_eval, tmp_path: Path):
+    """`evaluate --queries`: a user's own labelled queries (here: 100 COCO captions, each with
+    its image and one more image as relevant ids), through the real search path."""
+    from retrieval.evaluate import evaluate_queries, read_queries
+
+    ix, feats, _ = coco_eval
+    img, txt = feats
+    rows = [{"vector": txt[i].tolist(), "relevant": [i, (i + 1) % 500]} for i in range(100)]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    out = evaluate_queries(ix, "c", read_queries(path), folds=4, options={"plain": {}})
+    qn = txt[:100] / np.linalg.norm(txt[:100], axis=1, keepdims=True)
+    gn = (img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    top = np.argsort(-(qn @ gn.T), axis=1)[:, :10]
+    rel = [{i, (i + 1) % 500} for i in range(100)]
+    parts = np.array_split(np.arange(100), 4)
+    for k in (1, 5, 10):
+        per_fold = [np.mean([len(rel[j] & set(top[j, :k].tolist())) / 2 for j in p]) for p in parts]
+        assert out["labelled"]["plain"][f"r@{k}"]["mean"] == pytest.approx(np.mean(per_fold))
+    assert out["labelled"]["plain"]["success@1"]["mean"] == pytest.approx(
+        np.mean([np.mean([top[j, 0] in rel[j] for j in p]) for p in parts])
+    )
+
+
+def test_labelled_queries_file_errors_name_the_line(coco_eval, tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"vector": [1, 2], "relevant": [1]}\n{"text": "x"}\n')
+    res = CliRunner().invoke(app, ["evaluate", "c", "--queries", str(path)])
+    assert res.exit_code == 2 and "line 2" in res.output and "relevant" in res.output
+    assert "Traceback" not in res.output

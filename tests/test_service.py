@@ -333,3 +333,17 @@ def test_async_client_end_to_end(ix):
                 await c.stats("missing")
 
     asyncio.run(main())
+
+
+def test_evaluate_over_http_with_labelled_queries(ix):
+    tc = TestClient(create_app(ix))
+    tc.post("/collections", json={"name": "c", "dim": D, "min_count": 4})
+    items = _items(30)
+    tc.post("/collections/c/items", json={"items": items})
+    queries = [{"vector": it["text"], "relevant": [it["id"]]} for it in items[:10]]
+    r = tc.post("/collections/c/evaluate", json={"folds": 2, "queries": queries})
+    assert r.status_code == 200, r.text
+    got = r.json()["labelled"]["plain"]
+    assert 0 <= got["r@10"]["mean"] <= 1 and r.json()["queries"] == 10
+    bad = tc.post("/collections/c/evaluate", json={"queries": [*queries[:3], {"vector": [1.0] * D}]})
+    assert bad.status_code == 400 and "queries[3]" in bad.json()["detail"]

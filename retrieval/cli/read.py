@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from indexer import errors
-from retrieval.cli.common import JsonOpt, app, backend, emit, engines, fail, progress, with_options
+from retrieval.cli.common import JsonOpt, app, backend, emit, engines, fail, handled, progress, with_options
 from retrieval.cli.write import freshness_text
 from retrieval.options import SearchOptions
 
@@ -205,6 +205,13 @@ def evaluate(
     collection: str,
     folds: Annotated[int, typer.Option(help="Folds of the queries; figures are mean ± spread over them.")] = 5,
     max_queries: Annotated[int, typer.Option(help="At most this many pairs are used as queries.")] = 1000,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own labelled queries instead of the pairs: JSON lines with vector or text, relevant "
+            '(ids), and optionally modality and target, e.g. {"text": "a red bike", "relevant": ["b12", "b40"]}.'
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """How well search finds each item's pair, plain and with each option, both directions.
@@ -215,14 +222,31 @@ def evaluate(
 
     Example: inforank evaluate photos --folds 5
     """
-    from retrieval.evaluate import DIRECTIONS, OPTIONS
+    from retrieval.evaluate import DIRECTIONS, OPTIONS, read_queries
 
+    with handled():
+        labelled = read_queries(queries) if queries is not None else None
     with backend() as b:
-        n = b.stats(collection)["modalities"].get("text", {}).get("count", 0)
-        total = min(n, max_queries) * 2 * (len(OPTIONS) + 1) if n else None
+        if labelled is not None:
+            total: int | None = len(labelled) * len(OPTIONS)
+        else:
+            n = b.stats(collection)["modalities"].get("text", {}).get("count", 0)
+            total = min(n, max_queries) * 2 * (len(OPTIONS) + 1) if n else None
         with progress(total, f"evaluate {collection}") as bar:
-            out = b.evaluate(collection, folds=folds, max_queries=max_queries, progress=bar.update)
+            out = b.evaluate(collection, folds=folds, max_queries=max_queries, progress=bar.update, queries=labelled)
+    if labelled is not None:
+        emit(out, as_json, _labelled_text)
+        return
     emit(out, as_json, lambda d: _evaluate_text(d, [f"{q}_to_{g}" for q, g in DIRECTIONS]))
+
+
+def _labelled_text(d: dict[str, Any]) -> str:
+    keys = ("r@1", "r@5", "r@10", "success@1", "mrr@10")
+    lines = [f"{d['collection']}: {d['queries']} labelled queries, {d['folds']} folds (mean ± spread)"]
+    lines.append(f"  {'':36s}" + "".join(f"{k:15s}" for k in keys))
+    for label, f in d["labelled"].items():
+        lines.append(f"  {label:36s}" + "".join(f"{f[k]['mean']:.3f} ± {f[k]['std']:.3f}  " for k in keys))
+    return "\n".join(lines)
 
 
 def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
@@ -246,8 +270,8 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
             lines.append(f"    {'hubness correction (offline*)':36s}{cells}")
     if d.get("hubness_offline"):
         lines.append(
-            "  * computed here, held out (bank = the other folds' queries; k, β chosen on training folds): "
-            "not yet a search option"
+            "  * computed here, held out (bank = the other folds' queries; k, β chosen on training folds); "
+            "`search --hubness` applies it with the bias fitted on the whole collection"
         )
     return "\n".join(lines)
 
