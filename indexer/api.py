@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import collections as catalog
@@ -192,6 +192,14 @@ class Indexer:
         with self.reads() as s:
             rows = s.execute(select(CollectionRow).order_by(CollectionRow.name)).scalars()
             return [Collection.of(r) for r in rows]
+
+    @_db
+    def set_evaluation(self, name: str, evaluation: dict[str, Any]) -> None:
+        """Keep an evaluation's summary (and the defaults chosen from it) with the collection."""
+        c = self.collection(name)
+        plain = json.loads(json.dumps(evaluation))  # JSON types only (numpy scalars, tuples)
+        with self.sessions.begin() as s:
+            s.execute(update(CollectionRow).where(CollectionRow.id == c.id).values(evaluation=plain))
 
     @_db
     def drop_collection(self, name: str) -> None:

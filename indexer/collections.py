@@ -38,6 +38,9 @@ class Collection:
     hub_k: int | None = None
     hub_beta: float | None = None
     hub_version: int | None = None
+    #: the last evaluation's summary and the defaults chosen from it (``defaults``: e.g.
+    #: ``{"hubness": {"text_to_image": true, "image_to_text": false}}``)
+    evaluation: dict[str, Any] | None = None
 
     @property
     def model_identity(self) -> str:
@@ -67,6 +70,7 @@ class Collection:
             r.hub_k,
             r.hub_beta,
             r.hub_version,
+            getattr(r, "evaluation", None),
         )
 
 

@@ -68,8 +68,10 @@ class SearchOptions:
     depth: int = _opt(DEFAULT_DEPTH, "Candidates prefetched for reranking.")
     align: bool = _opt(False, "Apply the active alignment map to text queries (`inforank align fit`).")
     calibrate: bool = _opt(True, "Mixed search: put images and texts on one scale per query (off: raw cosine).")
-    hubness: bool = _opt(
-        False, "Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`)."
+    hubness: bool | None = _opt(
+        None,
+        "Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`). "
+        "Unset: on where the collection's last `inforank evaluate` showed it helps in this direction.",
     )
     exact: bool = _opt(
         False,

@@ -24,6 +24,9 @@ def write_report(ix: Indexer, name: str, out: Path, extra: dict[str, Any] | None
     st = ix.stats(name)
     scores = {m: ix.scores(name, m) for m in st["modalities"]}
     figs = [_hist(scores, out), _scatter(scores, out), _projection(ix, name, out)]
+    evaluation = ix.collection(name).evaluation or {}
+    if evaluation.get("options"):
+        figs.append(_quality(evaluation, out))
     tables = "".join(_extremes(m, s, out) for m, s in scores.items())
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>inforank report: {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -33,6 +36,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{max-width:100%
 statistics version <b id="stats-version">{st["stats_version"]}</b>, Qdrant: {html.escape(st["qdrant"])}.</p>
 <h2>Statistics</h2>{_stats_table(st)}
 {"".join(f'<h2>{t}</h2><img src="{f}" alt="{t}">' for t, f in figs)}
+{_quality_table(evaluation)}
 <h2>Least and most informative items</h2>{tables}
 {_extra(extra)}
 <script>window.addEventListener("load", () => {{
@@ -43,6 +47,57 @@ statistics version <b id="stats-version">{st["stats_version"]}</b>, Qdrant: {htm
     page = out / "index.html"
     page.write_text(body, encoding="utf-8")
     return page
+
+
+def _quality(ev: dict[str, Any], out: Path) -> tuple[str, str]:
+    """Recall@1 of plain search and each option, both directions, with the spread over folds."""
+    labels = list(ev["options"])
+    dirs = list(ev["options"][labels[0]])
+    hub = ev.get("hubness_offline") or {}
+    if hub:
+        labels.append("hubness correction*")
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    width = 0.8 / len(dirs)
+    for i, d in enumerate(dirs):
+        cells = [ev["options"][lab][d]["r@1"] for lab in labels if lab in ev["options"]]
+        if hub:
+            cells.append(hub[d]["r@1"])
+        x = np.arange(len(cells)) + i * width
+        ax.bar(x, [c["mean"] for c in cells], width, yerr=[c["std"] for c in cells], capsize=3,
+               label=d.replace("_", " "))  # fmt: skip
+    ax.set_xticks(np.arange(len(labels)) + width * (len(dirs) - 1) / 2, labels, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("recall@1 (mean ± spread over folds)")
+    ax.legend()
+    return _save(fig, out / "quality.png", "Retrieval quality by option (inforank evaluate)")
+
+
+def _quality_table(ev: dict[str, Any]) -> str:
+    if not ev.get("options"):
+        return "<h2>Retrieval quality</h2><p>Not evaluated yet: run <code>inforank evaluate NAME</code>.</p>"
+    rows = []
+    for label, by_dir in ev["options"].items():
+        for d, f in by_dir.items():
+            cells = "".join(
+                f"<td>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>" for k in ("r@1", "r@5", "r@10", "mrr@10")
+            )
+            rows.append(f"<tr><td>{html.escape(label)}</td><td>{d.replace('_', ' ')}</td>{cells}</tr>")
+    for d, f in (ev.get("hubness_offline") or {}).items():
+        cells = "".join(f"<td>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>" for k in ("r@1", "r@5", "r@10", "mrr@10"))
+        rows.append(f"<tr><td>hubness correction*</td><td>{d.replace('_', ' ')}</td>{cells}</tr>")
+    defaults = []
+    for d, rec in ((ev.get("defaults") or {}).get("hubness") or {}).items():
+        state = "on" if rec["on"] else "off"
+        defaults.append(f"hubness correction {d.replace('_', ' ')}: <b>{state}</b> by default "
+                        f"(held-out R@1 {rec['r@1_gain']:+.3f}, spread {rec['spread']:.3f})")  # fmt: skip
+    return (
+        f"<h2>Retrieval quality</h2><p>{ev.get('queries')} of {ev.get('pairs')} pairs as queries, "
+        f"{ev.get('folds')} folds; * held out (bank = other folds).</p>"
+        "<table><tr><th>option</th><th>direction</th><th>R@1</th><th>R@5</th><th>R@10</th><th>MRR@10</th></tr>"
+        + "".join(rows)
+        + "</table><p>"
+        + "<br>".join(defaults)
+        + "</p>"
+    )
 
 
 def _stats_table(st: dict[str, Any]) -> str:

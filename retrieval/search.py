@@ -335,13 +335,23 @@ class Searcher:
                     terms.append((key(t, f), w * s_q / sd, mu))
             applied[f"{t}_rerank"] = [{"field": f, "weight": w, "center": m} for f, w, m in terms]
             applied[f"{t}_similarity_scale"] = s_q
-        if o.hubness:
+        use, by_default = o.hubness, False
+        if use is None:  # the collection's default, chosen by `inforank evaluate`
+            direction = f"{o.query_modality}_to_{t}"
+            rec = ((c.evaluation or {}).get("defaults") or {}).get("hubness", {}).get(direction) or {}
+            use = by_default = bool(rec.get("on")) and c.hub_beta is not None
+        if use:
             if c.hub_beta is None:
                 raise InvalidQueryError(
                     f"Collection {c.name!r} has no hubness correction yet: run `inforank hubness fit {c.name}`."
                 )
             terms.append((key(t, "hub_bias"), -c.hub_beta, 0.0))  # an item without a bias is not corrected
-            applied["hubness"] = {"k": c.hub_k, "beta": c.hub_beta, "fitted_at_stats_version": c.hub_version}
+            applied["hubness"] = {
+                "k": c.hub_k,
+                "beta": c.hub_beta,
+                "fitted_at_stats_version": c.hub_version,
+                "by_default": by_default,
+            }
         return Blend(tuple(terms)) if terms else None
 
     def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:

@@ -141,3 +141,28 @@ def test_labelled_queries_file_errors_name_the_line(coco_eval, tmp_path: Path):
     res = CliRunner().invoke(app, ["evaluate", "c", "--queries", str(path)])
     assert res.exit_code == 2 and "line 2" in res.output and "relevant" in res.output
     assert "Traceback" not in res.output
+
+
+def test_defaults_come_from_the_evaluation(coco_eval):
+    """evaluate keeps the defaults its held-out figures support: on the COCO pairs the hubness
+    correction helps text→image beyond the spread over folds, so once the bias is fitted a
+    search that does not say otherwise applies it there (and says so); an explicit choice wins,
+    and a later evaluation still measures plain search as plain."""
+    from retrieval import hubness
+    from retrieval.options import SearchOptions
+    from retrieval.search import Searcher
+
+    ix, feats, out = coco_eval
+    rec = out["defaults"]["hubness"]["text_to_image"]
+    assert rec["on"] and rec["r@1_gain"] > rec["spread"]
+    assert ix.collection("c").evaluation["defaults"] == out["defaults"]
+    s = Searcher(ix)
+    q = feats[1][3]
+    assert "hubness" not in s.search("c", q, SearchOptions(k=5)).applied  # not fitted yet: nothing to apply
+    hubness.fit(ix, "c")
+    s = Searcher(ix)
+    auto = s.search("c", q, SearchOptions(k=5))
+    assert auto.applied["hubness"]["by_default"] is True
+    assert "hubness" not in s.search("c", q, SearchOptions(k=5, hubness=False)).applied
+    again = evaluate(ix, "c", folds=5, max_queries=500, options={"plain": {}}, hubness=False, save=False)
+    assert again["options"]["plain"] == out["options"]["plain"]

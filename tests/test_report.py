@@ -139,3 +139,22 @@ def test_every_plot_has_labelled_axes(tmp_path, monkeypatch):
     axes = [ax for f in figs for ax in f.axes]
     assert len(axes) == 4
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes), [(a.get_xlabel(), a.get_ylabel()) for a in axes]
+
+
+def test_the_report_shows_the_last_evaluation(indexer: Indexer, coco, tmp_path: Path):
+    from retrieval.evaluate import evaluate
+
+    img, txt = coco
+    indexer.create_collection("r", dim=512)
+    indexer.add("r", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(120)])
+    before = write_report(indexer, "r", tmp_path / "a").read_text()
+    assert "Not evaluated yet" in before and "quality.png" not in before
+    out = evaluate(
+        indexer, "r", folds=3, max_queries=60, options={"plain": {}, "exclude": {"exclude_bottom_info_gain_pct": 5}}
+    )
+    page = write_report(indexer, "r", tmp_path / "b")
+    html = page.read_text()
+    assert (page.parent / "quality.png").stat().st_size > 5000
+    plain = out["options"]["plain"]["text_to_image"]["r@1"]
+    assert f"{plain['mean']:.3f} ± {plain['std']:.3f}" in html  # the figures evaluate returned
+    assert "image to text" in html and "hubness correction text to image: <b>" in html

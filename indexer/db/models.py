@@ -55,6 +55,8 @@ class CollectionRow(Base):
     hub_k: Mapped[int | None] = mapped_column(Integer, nullable=True)
     hub_beta: Mapped[float | None] = mapped_column(Float, nullable=True)
     hub_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: what the last `inforank evaluate` found (its summary) and the defaults chosen from it
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

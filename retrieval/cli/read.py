@@ -57,6 +57,15 @@ def _search_text(d: dict[str, Any]) -> str:
             f"{i:>3} {str(r['id'])[:24]:<24} {r['modality']:<5} {r['similarity']:7.4f} {r['score']:7.3f} "
             f"{_fmt(r['conformity'])} {_fmt(r['info_gain'])}  {r['stats_version']}"
         )
+    a = d.get("applied") or {}
+    if a.get("hubness"):
+        h = a["hubness"]
+        why = " (by default: `inforank evaluate` showed it helps)" if h.get("by_default") else ""
+        lines.append(f"hubness correction k={h['k']} β={h['beta']}{why}")
+    if a.get("approximate"):
+        lines.append("approximate: searched the HNSW index (--exact for brute force)")
+    for s in a.get("skipped", []):
+        lines.append(f"skipped: {s}")
     if d["note"]:
         lines.append(f"note: {d['note']}")
     return "\n".join(lines)
@@ -268,6 +277,13 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
         if h:
             cells = "  ".join(f"{h[k]['mean']:.3f} ± {h[k]['std']:.3f}" for k in ("r@1", "r@5", "r@10", "mrr@10"))
             lines.append(f"    {'hubness correction (offline*)':36s}{cells}")
+    for direction, rec in ((d.get("defaults") or {}).get("hubness") or {}).items():
+        state = "on by default" if rec["on"] else "off by default"
+        lines.append(
+            f"  hubness correction {direction.replace('_', ' ')}: {state} (held-out R@1 {rec['r@1_gain']:+.3f}, "
+            f"spread {rec['spread']:.3f})"
+            + ("; search applies it once `inforank hubness fit` has run" if rec["on"] else "")
+        )
     if d.get("hubness_offline"):
         lines.append(
             "  * computed here, held out (bank = the other folds' queries; k, β chosen on training folds); "
