@@ -1,0 +1,80 @@
+"""HNSW on the embedded store: recall@10 against the exact answer and latency, by beam width,
+for queries of the indexed modality and for queries across the modality gap.
+
+The gallery is COCO-shaped: N image vectors drawn from a Gaussian with the mean and covariance
+of the 500 real CLIP ViT-B/16 COCO image embeddings (``retrieval/data``), normalised. Queries are
+the real COCO captions (text → image, across the gap) or the real COCO images (image → image).
+The baseline is the same shard's exact search in the same run. Qdrant's own index settings
+(m = 16, ef_construct = 100), as inforank creates shards.
+
+    python -m bench.hnsw [--n 100000] [--queries text|image] [--ef 128 256 512 1024 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from bench.common import report
+
+COCO = Path(__file__).resolve().parents[1] / "retrieval" / "data" / "coco500_clip_vitb16.npy"
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def run(n: int = 100_000, queries: str = "text", efs: tuple[int, ...] = (128, 256, 512, 1024, 2048)) -> dict:
+    f = np.load(COCO).astype(np.float64)
+    img, txt = _unit(f[0]), _unit(f[1])
+    d = img.shape[1]
+    rng = np.random.default_rng(0)
+    chol = np.linalg.cholesky(np.cov(img.T) + 1e-6 * np.eye(d))
+    gallery = _unit(img.mean(0) + rng.normal(size=(n, d)) @ chol.T).astype(np.float32)
+    q = (txt if queries == "text" else img)[:100].astype(np.float32)
+    cfg = qe.EdgeConfig(
+        vectors={"image": qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)},
+        hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = qe.EdgeShard.create(tmp, cfg)
+        for a in range(0, n, 1000):
+            pts = [qe.Point(i, {"image": gallery[i].tolist()}, {}) for i in range(a, min(n, a + 1000))]
+            shard.update(qe.UpdateOperation.upsert_points(pts))
+
+        def search(params: object) -> tuple[float, list[set[int]]]:
+            t = time.perf_counter()
+            got = []
+            for v in q:
+                req = qe.QueryRequest(query=qe.Query.Nearest(v.tolist(), using="image"), limit=10, params=params)
+                got.append({int(p.id) for p in shard.query(req)})
+            return (time.perf_counter() - t) / len(q) * 1e3, got
+
+        exact_ms, exact = search(qe.SearchParams(exact=True))
+        t = time.perf_counter()
+        shard.optimize()
+        build_s = time.perf_counter() - t
+        rows = {}
+        for ef in efs:
+            ms, got = search(qe.SearchParams(hnsw_ef=ef))
+            recall = float(np.mean([len(a & b) / 10 for a, b in zip(got, exact, strict=True)]))
+            rows[str(ef)] = {"ms": ms, "recall@10": recall, "speedup_vs_exact": exact_ms / ms}
+        shard.close()
+    return report(
+        "hnsw",
+        {"n": n, "queries": f"100 real COCO {queries}s", "exact_ms": exact_ms, "build_s": build_s, "by_ef": rows},
+    )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", choices=("text", "image"), default="text")
+    ap.add_argument("--ef", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    a = ap.parse_args()
+    run(a.n, a.queries, tuple(a.ef))
