@@ -668,7 +668,7 @@ class Indexer:
                         .group_by(VectorRow.modality)
                     ).all()
                 )
-                if rows
+                if rows and counts  # a count over the rows: O(N), for stats only, never per write or search
                 else {}
             )
         out: dict[str, dict[str, Any]] = {}
@@ -687,7 +687,7 @@ class Indexer:
                 "tolerance": tol,
                 "tolerance_info_gain_share": c.tol_info_gain,
                 "outside_tolerance": bool(outside),
-                "unchecked_rows": int(unchecked.get(m, 0)),
+                "unchecked_rows": int(unchecked.get(m, 0)) if counts else None,
                 "changes_since_baseline": int(f.changes),
                 "last_rescore_at": f.rescored_at.isoformat() if f.rescored_at else None,
             }
