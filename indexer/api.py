@@ -590,11 +590,13 @@ class Indexer:
         base = b.scalar()
         if base is None:
             return False
-        q = select(VectorRow.item_key).where(
-            VectorRow.collection_id == c.id,
-            VectorRow.checked_version.is_(None) | (VectorRow.checked_version < base),
-        )
-        return s.execute(q.limit(1)).first() is not None
+        # two index range probes: an OR of both conditions made the database walk the whole
+        # index when no row matched (the usual case), an O(N) check after every write batch
+        for cond in (VectorRow.checked_version.is_(None), VectorRow.checked_version < base):
+            q = select(VectorRow.item_key).where(VectorRow.collection_id == c.id, cond).limit(1)
+            if s.execute(q).first() is not None:
+                return True
+        return False
 
     def _start_pass(self, c: Collection, restart: bool) -> tuple[int, dict[str, Moments], dict[str, Shift]]:
         """The baseline of a pass: continue an unfinished one, or make the current statistics the

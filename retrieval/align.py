@@ -53,10 +53,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def recall_at(q: np.ndarray, gallery: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Text→image recall@k where query i's match is gallery row i."""
+def recall_at(
+    q: np.ndarray, gallery: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), targets: np.ndarray | None = None
+) -> dict[str, float]:
+    """Text→image recall@k where query i's match is gallery row ``targets[i]`` (default i)."""
+    t = np.arange(len(q)) if targets is None else np.asarray(targets)
     sims = q @ gallery.T
-    rank = (sims > np.diag(sims)[:, None]).sum(axis=1)
+    rank = (sims > sims[np.arange(len(q)), t][:, None]).sum(axis=1)
     return {f"r@{k}": float(np.mean(rank < k)) for k in ks}
 
 
@@ -66,17 +69,23 @@ def mixed_top1(
     imgs: np.ndarray,
     txts: np.ndarray,
     calib: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    targets: np.ndarray | None = None,
 ) -> float:
-    """Share of queries whose paired image ranks first among the images and the *other* texts."""
+    """Share of queries whose paired image (row ``targets[i]`` of ``imgs``, default i) ranks
+    first among the images and the *other* texts (the query's own text is row ``targets[i]``
+    of ``txts``)."""
+    t = np.arange(len(q)) if targets is None else np.asarray(targets)
+    rows = np.arange(len(q))
     s_img = q_img @ imgs.T
     s_txt = q @ txts.T
     if calib is not None:
         mi, ci, mt, ct = calib
         s_img = (s_img - (q_img @ mi)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q_img, ci, q_img))[:, None]
         s_txt = (s_txt - (q @ mt)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q, ct, q))[:, None]
-    np.fill_diagonal(s_txt, -np.inf)  # the query's own text is not a competitor
-    paired = np.diag(s_img)
-    best_other = np.maximum(np.where(np.eye(len(q), dtype=bool), -np.inf, s_img).max(axis=1), s_txt.max(axis=1))
+    s_txt[rows, t] = -np.inf  # the query's own text is not a competitor
+    paired = s_img[rows, t].copy()
+    s_img[rows, t] = -np.inf
+    best_other = np.maximum(s_img.max(axis=1), s_txt.max(axis=1))
     return float(np.mean(paired > best_other))
 
 
@@ -102,8 +111,10 @@ def evaluate(
     ix: Indexer, name: str, method: str = "procrustes", folds: int = FOLDS, repeats: int = REPEATS
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """k-fold cross-validation on the collection's pairs: each fold is held out once, the map
-    is fitted (shrinkage chosen inside the training part) on the rest; mixed search ranks the
-    fold's images and its other texts. The returned map is fitted on all pairs with the median
+    is fitted (shrinkage chosen inside the training part) on the rest; the held-out queries
+    search the *whole* collection (every image; for mixed search every image and every other
+    text), as users' searches do — a fold-sized gallery overstated the mixed figure (0.834 on
+    180-pair galleries against 0.525 on the full 1,126). The returned map is fitted on all pairs with the median
     chosen shrinkage. Returns (Ω, λ, metrics averaged over folds)."""
     ids_i, img, _ = ix.vectors(name, "image")
     ids_t, txt, _ = ix.vectors(name, "text")
@@ -132,17 +143,17 @@ def evaluate(
         lam = _pick_lambda(a[train], b[train], method)
         lams.append(lam)
         omega = fit_map(a[train], b[train], method, lam)
-        at, bt = a[test], b[test]
+        at = a[test]
         aligned = _unit(at @ omega)
-        per["plain"].append(recall_at(at, bt))
-        per["aligned"].append(recall_at(aligned, bt))
+        per["plain"].append(recall_at(at, b, targets=test))
+        per["aligned"].append(recall_at(aligned, b, targets=test))
         mixed.append(
             {
-                "plain": mixed_top1(at, at, bt, at, None),
-                "aligned": mixed_top1(at, aligned, bt, at, None),
-                "calibrated": mixed_top1(at, at, bt, at, calib),
-                "aligned_calibrated": mixed_top1(at, aligned, bt, at, calib),
-                "ceiling_text_to_image_r@1": recall_at(at, bt)["r@1"],
+                "plain": mixed_top1(at, at, b, a, None, test),
+                "aligned": mixed_top1(at, aligned, b, a, None, test),
+                "calibrated": mixed_top1(at, at, b, a, calib, test),
+                "aligned_calibrated": mixed_top1(at, aligned, b, a, calib, test),
+                "ceiling_text_to_image_r@1": recall_at(at, b, targets=test)["r@1"],
             }
         )
     best = float(np.median(lams))

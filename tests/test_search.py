@@ -167,7 +167,10 @@ def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer
         t2i = m.metrics["text_to_image"]
         assert t2i["aligned"]["r@1"] < t2i["plain"]["r@1"] and not m.active
         mixed = m.metrics["mixed_top1"]
-        assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.5
+        # held-out queries search the whole collection: the ceiling is the full-gallery text→image
+        # R@1 of the 500 pairs (0.506, ../shared/data/README.md), not a fold-sized gallery's
+        assert mixed["ceiling_text_to_image_r@1"] == pytest.approx(0.506, abs=1e-9)
+        assert mixed["plain"] == 0.0 and mixed["calibrated"] > 0.8 * mixed["ceiling_text_to_image_r@1"]
         assert align.active_map(coco_ix, "c") is None
         with pytest.raises(InvalidQueryError, match=r"declined: held-out text→image recall@1 would fall .* --force"):
             Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
