@@ -55,7 +55,9 @@ class Backend(Protocol):
         progress: Progress,
         queries: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]: ...
-    def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]: ...
+    def hubness_fit(
+        self, name: str, *, k: int | None, beta: float | None, bank: Any = None, bank_modality: str = "text"
+    ) -> dict[str, Any]: ...
     def align_fit(self, name: str, *, method: str, force: bool) -> dict[str, Any]: ...
     def align_status(self, name: str) -> list[dict[str, Any]]: ...
     def align_off(self, name: str) -> dict[str, Any]: ...
@@ -151,10 +153,12 @@ class LocalBackend:
             return evaluate_queries(self.ix, name, queries, folds=folds, progress=progress)
         return evaluate(self.ix, name, folds=folds, max_queries=max_queries, progress=progress)
 
-    def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]:
+    def hubness_fit(
+        self, name: str, *, k: int | None, beta: float | None, bank: Any = None, bank_modality: str = "text"
+    ) -> dict[str, Any]:
         from retrieval import hubness
 
-        out = hubness.fit(self.ix, name, k=k, beta=beta)
+        out = hubness.fit(self.ix, name, k=k, beta=beta, bank=bank, bank_modality=bank_modality)
         out.pop("grid", None)
         return out
 
@@ -266,8 +270,10 @@ class RemoteBackend:
     ) -> dict[str, Any]:
         return self.cl.evaluate(name, folds=folds, max_queries=max_queries, queries=queries)
 
-    def hubness_fit(self, name: str, *, k: int | None, beta: float | None) -> dict[str, Any]:
-        return self.cl.hubness_fit(name, k=k, beta=beta)
+    def hubness_fit(
+        self, name: str, *, k: int | None, beta: float | None, bank: Any = None, bank_modality: str = "text"
+    ) -> dict[str, Any]:
+        return self.cl.hubness_fit(name, k=k, beta=beta, bank=bank, bank_modality=bank_modality)
 
     def align_fit(self, name: str, *, method: str, force: bool) -> dict[str, Any]:
         return self.cl.align_fit(name, method, force)

@@ -154,6 +154,13 @@ class _Calls:
         return _Call("POST", f"/collections/{name}/rescore", params={"all": str(all).lower()})
 
     @staticmethod
+    def hubness(name: str, k: int | None, beta: float | None, bank: Any, bank_modality: str) -> _Call:
+        body: dict[str, Any] = {"k": k, "beta": beta}
+        if bank is not None:
+            body |= {"bank": [_vec(v) for v in bank], "bank_modality": bank_modality}
+        return _Call("POST", f"/collections/{name}/hubness", body)
+
+    @staticmethod
     def optimize(name: str, force: bool) -> _Call:
         return _Call("POST", f"/collections/{name}/optimize", params={"force": str(force).lower()})
 
@@ -235,8 +242,11 @@ class Client:
         """On the collection's own pairs, or on ``queries`` (labelled, as ``read_queries`` gives)."""
         return self._send(_Calls.evaluate(name, folds, max_queries, queries))
 
-    def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
-        return self._send(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))
+    def hubness_fit(
+        self, name: str, k: int | None = None, beta: float | None = None, bank: Any = None, bank_modality: str = "text"
+    ) -> dict[str, Any]:
+        """``bank``: your own query vectors (rows) instead of the collection's other modality."""
+        return self._send(_Calls.hubness(name, k, beta, bank, bank_modality))
 
     def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:
         return self._send(_Call("POST", f"/collections/{name}/align", {"method": method, "force": force}))
@@ -319,8 +329,10 @@ class AsyncClient:
     ) -> dict[str, Any]:
         return await self._asend(_Calls.evaluate(name, folds, max_queries, queries))
 
-    async def hubness_fit(self, name: str, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
-        return await self._asend(_Call("POST", f"/collections/{name}/hubness", {"k": k, "beta": beta}))
+    async def hubness_fit(
+        self, name: str, k: int | None = None, beta: float | None = None, bank: Any = None, bank_modality: str = "text"
+    ) -> dict[str, Any]:
+        return await self._asend(_Calls.hubness(name, k, beta, bank, bank_modality))
 
     async def align_fit(self, name: str, method: str = "procrustes", force: bool = False) -> dict[str, Any]:
         return await self._asend(_Call("POST", f"/collections/{name}/align", {"method": method, "force": force}))

@@ -90,30 +90,67 @@ def choose(queries: np.ndarray, gallery: np.ndarray, train: np.ndarray) -> tuple
     return max(HUB_GRID, key=r1)
 
 
-def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = None) -> dict[str, Any]:
-    """Choose (k, β) unless given, compute every item's bias against the other modality, store it."""
+def fit(
+    ix: Indexer,
+    name: str,
+    *,
+    k: int | None = None,
+    beta: float | None = None,
+    bank: np.ndarray | None = None,
+    bank_modality: str = "text",
+) -> dict[str, Any]:
+    """Choose (k, β) unless given, compute every item's bias against its bank, store it.
+
+    The bank of a gallery modality is the collection's items of the other modality, or
+    ``bank``: vectors of ``bank_modality`` the user supplies (past queries, captions) — for an
+    image-only collection searched by text, say. Choosing (k, β) needs the collection's pairs;
+    without them give both (there is no evidence to choose from)."""
     c = ix.collection(name)
-    if set(c.modalities) != {"image", "text"}:
-        raise InvalidInputError("Hubness correction needs both modalities: the bank is the other modality's items.")
     if (k is None) != (beta is None):
         raise InvalidInputError("Give both k and beta, or neither (then they are chosen on the collection's pairs).")
+    if bank is not None:
+        if bank_modality not in ("image", "text"):
+            raise InvalidInputError(f"bank_modality is image or text, got {bank_modality!r}.")
+        bank = np.asarray(bank, dtype=np.float64)
+        if bank.ndim != 2 or bank.shape[1] != c.dim or not len(bank) or not np.all(np.isfinite(bank)):
+            raise InvalidInputError(
+                f"The bank must be a non-empty finite array of {c.dim}-d vectors, got {bank.shape}."
+            )
+        if np.any(np.linalg.norm(bank, axis=1) == 0):
+            raise InvalidInputError("The bank holds a zero vector.")
+        if other_modality(bank_modality) not in c.modalities:
+            raise InvalidInputError(
+                f"A {bank_modality} bank corrects {other_modality(bank_modality)} items; {name!r} has none."
+            )
     data = {m: ix.vectors(name, m) for m in c.modalities}  # read once: the pairs and the biases
+    one_sided = any(not len(data.get(m, ([],))[0]) for m in ("image", "text"))
+    if bank is None and one_sided:
+        raise InvalidInputError(
+            "Hubness correction needs a bank: the other modality's items (this collection holds one modality "
+            "only), or your own query vectors (`hubness fit --bank queries.npy --k 8 --beta 0.5`)."
+        )
     if k is None or beta is None:
+        if one_sided:
+            raise InvalidInputError("Without pairs to choose them on, give k and beta (e.g. --k 8 --beta 0.5).")
         p = pairs(ix, name, data)
         vec = {m: unit(v) for m, v in p.vectors.items()}
         train = np.random.default_rng(0).permutation(len(p.ids))
         k, beta = choose(vec["text"], vec["image"], train)  # text queries, the common case
     if not (1 <= k <= 1000 and 0 <= beta <= 10):
         raise InvalidInputError(f"k must be 1–1000 and beta 0–10, got k={k}, beta={beta}.")
+    banks = (
+        {other_modality(bank_modality): unit(bank)}
+        if bank is not None
+        else {g: data[other_modality(g)][1] for g in c.modalities}
+    )
     biased = 0
     with ix.sessions.begin() as s:
         row = lock_collection(s, c.id)
-        for g in c.modalities:
+        for g, bank_g in banks.items():
             ids, gallery, _ = data[g]
-            bank = data[other_modality(g)][1]
-            if not len(ids) or not len(bank):
+            if not len(ids) or not len(bank_g):
                 continue
-            item_bias = bias(gallery.astype(np.float64), bank.astype(np.float64), k)
+            item_bias = bias(gallery.astype(np.float64), bank_g.astype(np.float64), k)
             keys = [item_key(i) for i in ids]
             s.execute(
                 update(VectorRow),
@@ -131,7 +168,16 @@ def fit(ix: Indexer, name: str, *, k: int | None = None, beta: float | None = No
         )
         version = row.stats_version
     sync_dirty(ix.sessions, ix.store, ix.collection(name))
-    return {"collection": name, "k": k, "beta": beta, "items": biased, "stats_version": version, "grid": HUB_GRID}
+    return {
+        "collection": name,
+        "k": k,
+        "beta": beta,
+        "items": biased,
+        "bank": {g: len(b) for g, b in banks.items()},
+        "user_bank": bank is not None,
+        "stats_version": version,
+        "grid": HUB_GRID,
+    }
 
 
 __all__ = ["HUB_GRID", "Pairs", "bias", "choose", "fit", "pairs", "ranks", "unit"]

@@ -130,6 +130,10 @@ class EvaluateIn(_Strict):
 class HubnessIn(_Strict):
     k: int | None = Field(default=None, ge=1, le=1000)
     beta: float | None = Field(default=None, ge=0, le=10)
+    bank: list[list[float]] | None = Field(
+        default=None, max_length=100_000, description="Your own query vectors instead of the other modality's items."
+    )
+    bank_modality: Literal["text", "image"] = "text"
 
 
 class AlignIn(_Strict):
@@ -311,7 +315,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
 
     @app.post("/collections/{name}/hubness")
     def hubness_fit(name: str, body: HubnessIn) -> dict[str, Any]:
-        return backend.hubness_fit(name, k=body.k, beta=body.beta)
+        bank = None if body.bank is None else np.asarray(body.bank, dtype=np.float64)
+        return backend.hubness_fit(name, k=body.k, beta=body.beta, bank=bank, bank_modality=body.bank_modality)
 
     @app.post("/collections/{name}/align")
     def align_fit(name: str, body: AlignIn) -> dict[str, Any]:

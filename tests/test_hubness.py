@@ -95,3 +95,40 @@ def test_new_items_have_no_bias_until_the_next_fit(tmp_path: Path):
     new = [h for h in res["results"] if h["id"] >= 80]
     assert new and all("image_hub_bias" not in h["payload"] for h in new)
     assert all(h["similarity"] == pytest.approx(h["score"], abs=1e-6) for h in new)  # not corrected
+
+
+def test_a_user_bank_corrects_an_image_only_collection(tmp_path: Path):
+    """No texts in the collection: the bank is the user's own query vectors (here 250 COCO
+    captions), given with k and β; the bias is its definition against that bank, and text
+    searches rank like the numpy definition."""
+    from indexer.api import Indexer
+    from indexer.errors import InvalidInputError
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    feats = np.load(COCO).astype(np.float64)
+    ix = Indexer(f"sqlite:///{tmp_path / 'u.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        ix.create_collection("pics", dim=512)
+        ix.add("pics", [Item({"image": feats[0][i]}, id=i) for i in range(500)])
+        with pytest.raises(InvalidInputError, match="bank"):
+            hubness.fit(ix, "pics")  # one modality, no bank
+        with pytest.raises(InvalidInputError, match="give k and beta"):
+            hubness.fit(ix, "pics", bank=feats[1][250:])
+        out = hubness.fit(ix, "pics", k=K, beta=BETA, bank=feats[1][250:], bank_modality="text")
+        assert out["user_bank"] and out["bank"] == {"image": 250} and out["items"] == 500
+        img, bank = _unit(feats[0]), feats[1][250:] / np.linalg.norm(feats[1][250:], axis=1, keepdims=True)
+        bias = np.sort(img @ bank.T, axis=1)[:, -K:].mean(axis=1)
+        page = ix.store.scroll(ix.collection("pics").qdrant_collection, None, 600, False)
+        hits = {int(h.payload["inforank_id"]): h.payload for h in page.points}
+        assert np.allclose([hits[i]["image_hub_bias"] for i in range(500)], bias, atol=1e-6)
+        s = Searcher(ix)
+        for qi in range(0, 250, 50):  # held-out captions query the images
+            q = feats[1][qi] / np.linalg.norm(feats[1][qi])
+            res = s.search("pics", q, SearchOptions(k=10, depth=100, hubness=True))
+            cos = img @ q
+            pool = np.argsort(-cos)[:100]
+            want = pool[np.argsort(-(cos[pool] - BETA * bias[pool]))[:10]]
+            assert [int(h.id) for h in res.results] == want.tolist(), qi
+    finally:
+        ix.close()

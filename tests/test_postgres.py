@@ -56,6 +56,30 @@ def test_concurrent_writers_lose_no_update(pg_url: str):
     ix.close()
 
 
+def test_several_ingest_processes_share_postgres_and_one_qdrant_server(pg_url: str, qdrant_server: str):
+    """The deployment past one machine: four ingest processes, one PostgreSQL, one Qdrant server.
+    Afterwards every item is one point with its database payload, nothing is dirty, and the
+    statistics equal a from-scratch computation (skipped without Docker)."""
+    from tests.consistency import assert_consistent
+
+    ix = Indexer(pg_url, QdrantLocation(url=qdrant_server))
+    ix.create_collection("c", dim=workers.D, min_count=8)
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=workers.concurrent_writer, args=(pg_url, k * 60, (k + 1) * 60, 7, qdrant_server))
+        for k in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    assert_consistent(ix, "c")
+    assert ix.store.count(ix.collection("c").qdrant_collection) == 240
+    ix.drop_collection("c")
+    ix.close()
+
+
 def test_statistics_read_is_cached_by_version(pg_url: str):
     ix = Indexer(pg_url, QdrantLocation(local_path=":memory:"))
     ix.create_collection("c", dim=workers.D)

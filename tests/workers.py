@@ -27,12 +27,15 @@ def items(start: int, stop: int, seed: int = 0) -> list[Item]:
     return out
 
 
-def concurrent_writer(db_url: str, start: int, stop: int, batch: int) -> None:
+def concurrent_writer(db_url: str, start: int, stop: int, batch: int, qdrant_url: str | None = None) -> None:
     """One of several processes adding disjoint items to the same collection at once."""
-    ix = Indexer(db_url, QdrantLocation(local_path=":memory:"), migrate=False)
-    # each process has its own throw-away Qdrant: the statistics in PostgreSQL are under test
-    if not ix.store.exists("c"):
-        ix.store.create("c", {"image": D, "text": D}, [])
+    if qdrant_url:  # the deployment: every writer pushes to one shared Qdrant server
+        ix = Indexer(db_url, QdrantLocation(url=qdrant_url), migrate=False)
+    else:
+        ix = Indexer(db_url, QdrantLocation(local_path=":memory:"), migrate=False)
+        # each process has its own throw-away Qdrant: the statistics in PostgreSQL are under test
+        if not ix.store.exists("c"):
+            ix.store.create("c", {"image": D, "text": D}, [])
     ix.add("c", items(start, stop), batch_size=batch)
     ix.close()
 

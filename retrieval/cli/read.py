@@ -189,16 +189,31 @@ def hubness_fit(
     collection: str,
     k: Annotated[int | None, typer.Option(help="Bank neighbours per item (chosen on the pairs if omitted).")] = None,
     beta: Annotated[float | None, typer.Option(help="Weight of the bias (chosen with k if omitted).")] = None,
+    bank: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own bank of query vectors (.npy/.npz rows: past queries, captions) instead of the "
+            "other modality's items, e.g. for an image-only collection searched by text (then give --k and --beta)."
+        ),
+    ] = None,
+    bank_modality: Annotated[str, typer.Option(help="What the --bank vectors are: text or image.")] = "text",
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute every item's hubness bias (mean of its k highest similarities to the other
-    modality) and store it, so `search --hubness` corrects hubs inside Qdrant. k and β are chosen
-    on the collection's own pairs unless given; `inforank evaluate` shows the held-out effect.
+    """Compute every item's hubness bias (mean of its k highest similarities to the bank: the
+    other modality, or --bank) and store it, so `search --hubness` corrects hubs inside Qdrant.
+    k and β are chosen on the collection's own pairs unless given; `inforank evaluate` shows the
+    held-out effect.
 
-    Example: inforank hubness fit photos
+    Example: inforank hubness fit photos    |    inforank hubness fit pics --bank queries.npy --k 8 --beta 0.5
     """
+    vectors = None
+    if bank is not None:
+        from indexer.readers import load_arrays
+
+        with handled():
+            vectors, _ = load_arrays(bank)
     with backend() as b:
-        out = b.hubness_fit(collection, k=k, beta=beta)
+        out = b.hubness_fit(collection, k=k, beta=beta, bank=vectors, bank_modality=bank_modality)
     emit(
         out,
         as_json,
