@@ -95,6 +95,11 @@ def run(n: int = 1_000_000, chunk: int = 100_000, nq: int = 100, root: Path | No
         s.search("scale", queries[0], opts)
         cold = time.perf_counter() - t
         exact = _latency(ix, s, queries[1:], opts, None)
+        print(
+            f"sql {sql_bytes} B, qdrant {edge_before} B, rss {ingest_rss_mb:.0f} MB, cold {cold * 1e3:.0f} ms",
+            flush=True,
+        )
+        print("exact", {k: v for k, v in exact.items() if k != "_ids"}, flush=True)  # the build may take long
         t = time.perf_counter()
         built = ix.optimize("scale", force=True)
         build_s = time.perf_counter() - t
