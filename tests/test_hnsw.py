@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import indexer.api
+import retrieval.search
 from indexer.api import Indexer
 from indexer.items import Item
 from indexer.store import QdrantLocation
@@ -22,6 +23,7 @@ def hnsw_ix(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(EdgeStore, "index_threshold_kb", 1)
     mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
+    mp.setattr(retrieval.search, "CROSS_EXACT_BELOW", 1000)
     root = tmp_path_factory.mktemp("hnsw")
     ix = Indexer(f"sqlite:///{root / 'i.sqlite'}", QdrantLocation(edge_path=str(root / "q")))
     ix.create_collection("c", dim=D, min_count=8)
@@ -58,9 +60,12 @@ def test_index_is_built_when_due_and_searched_approximately(hnsw_ix):
         assert [int(r.id) for r in exact.results] == list(np.argsort(-sims)[:10])
         recall.append(len({r.id for r in approx.results} & {r.id for r in exact.results}) / 10)
     assert np.mean(recall) >= 0.95
-    # cross-modal queries get the wider beam
+    # cross-modal queries get the wider beam, and scan instead below CROSS_EXACT_BELOW
     t2i = s.search("c", txt[0], SearchOptions(k=10, query_modality="text"))
     assert t2i.applied["image_search"]["ef"] > approx.applied["image_search"]["ef"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(retrieval.search, "CROSS_EXACT_BELOW", 10 * N)
+        assert Searcher(ix).search("c", txt[0], SearchOptions(k=10)).applied["image_search"] == {"method": "exact"}
 
 
 def test_filters_and_the_candidate_plan_on_the_index(hnsw_ix):
