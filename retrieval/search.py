@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -124,50 +125,42 @@ CROSS_EXACT_BELOW = 200_000
 FRESHNESS_SECONDS = 1.0
 
 
-@dataclass
-class _Dist:
-    version: int
-    at: float
-    fields: dict[str, Sketch]
+T = TypeVar("T")
 
 
 class Searcher:
     def __init__(self, ix: Indexer) -> None:
         self.ix = ix
-        self._dist: dict[tuple[int, str], _Dist] = {}
-        self._fresh: dict[int, tuple[int, float, dict[str, Any]]] = {}
+        #: what searches read between writes: (statistics version, read at, value) by key
+        self._kept: dict[tuple[Any, ...], tuple[int | None, float, Any]] = {}
         self._moms: dict[tuple[int, str], tuple[int, Moments]] = {}
-        self._index: dict[int, tuple[float, bool]] = {}
-        self._cuts: dict[tuple[int, str, float], tuple[int, float, float | None]] = {}
         self._lock = threading.Lock()
+
+    def _keep(self, key: tuple[Any, ...], version: int | None, read: Callable[[], T]) -> T:
+        """``read()``, kept until the statistics version moves or for a second (a rescore or an
+        optimize changes what it reads without a new version): not a query per search."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._kept.get(key)
+        if hit is not None and hit[0] == version and now - hit[1] < FRESHNESS_SECONDS:
+            return cast(T, hit[2])
+        value = read()
+        with self._lock:
+            self._kept[key] = (version, now, value)
+        return value
 
     def distribution(self, c: Collection, m: str) -> dict[str, Sketch]:
         """The stored scores' histograms per field (:mod:`indexer.sketch`: exact counts, values
-        within 0.5 %), read in O(buckets) whatever the collection's size. Re-read when the
-        statistics version moved or after a second (a rescore moves scores without a new one)."""
-        key = (c.id, m)
-        now = time.monotonic()
-        with self._lock:
-            d = self._dist.get(key)
-        if d is not None and d.version == c.stats_version and now - d.at < FRESHNESS_SECONDS:
-            return d.fields
-        out = self.ix.score_sketch(c.name, m)
-        with self._lock:
-            self._dist[key] = _Dist(c.stats_version, now, out)
-        return out
+        within 0.5 %), read in O(buckets) whatever the collection's size."""
+        return self._keep(("dist", c.id, m), c.stats_version, lambda: self.ix.score_sketch(c.name, m))
 
     def _cut(self, c: Collection, m: str, share: float) -> float | None:
         """The exact percentile cut-off (:meth:`Indexer.score_cut`), kept like the histograms."""
-        key = (c.id, m, share)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cuts.get(key)
-        if hit is not None and hit[0] == c.stats_version and now - hit[1] < FRESHNESS_SECONDS:
-            return hit[2]
-        cut = self.ix.score_cut(c.name, m, share, self.distribution(c, m)["info_gain"])
-        with self._lock:
-            self._cuts[key] = (c.stats_version, now, cut)
-        return cut
+        return self._keep(
+            ("cut", c.id, m, share),
+            c.stats_version,
+            lambda: self.ix.score_cut(c.name, m, share, self.distribution(c, m)["info_gain"]),
+        )
 
     def _moments(self, c: Collection, m: str) -> Moments:
         """The running statistics at the version the catalog lookup of this search saw: no
@@ -183,26 +176,20 @@ class Searcher:
         return mom
 
     def _freshness(self, c: Collection, targets: list[str]) -> dict[str, Any]:
-        """Whether the scores the filters and rerank used are within tolerance, per modality.
-        Re-read when the statistics moved, or after a second (a rescore changes it without a
-        new version): not a query per search."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._fresh.get(c.id)
-        if hit is None or hit[0] != c.stats_version or now - hit[1] > FRESHNESS_SECONDS:
-            fresh = self.ix.freshness(c.name, counts=False)
-            brief = {
+        """Whether the scores the filters and rerank used are within tolerance, per modality."""
+
+        def read() -> dict[str, Any]:
+            return {
                 m: {
                     "stats_version": f.get("stats_version"),
                     "within_tolerance": not f["outside_tolerance"],
                     "bound": f.get("bound"),
                 }
-                for m, f in fresh.items()
+                for m, f in self.ix.freshness(c.name, counts=False).items()
             }
-            hit = (c.stats_version, now, brief)
-            with self._lock:
-                self._fresh[c.id] = hit
-        return {t: hit[2][t] for t in targets if t in hit[2]}
+
+        brief = self._keep(("fresh", c.id), c.stats_version, read)
+        return {t: brief[t] for t in targets if t in brief}
 
     def warm(self, collection: str) -> None:
         """Open what a first search would: the store's shard, the statistics, the histograms,
@@ -218,16 +205,10 @@ class Searcher:
                 self.search(collection, mean, opts)
 
     def _indexed(self, c: Collection) -> bool:
-        """Whether an HNSW index answers (part of) this collection's queries; read at most once
-        a second (an optimize changes it without a new statistics version)."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._index.get(c.id)
-        if hit is None or now - hit[0] > FRESHNESS_SECONDS:
-            hit = (now, self.ix.store.index_info(c.qdrant_collection).indexed_vectors > 0)
-            with self._lock:
-                self._index[c.id] = hit
-        return hit[1]
+        """Whether an HNSW index answers (part of) this collection's queries."""
+        return self._keep(
+            ("index", c.id), None, lambda: self.ix.store.index_info(c.qdrant_collection).indexed_vectors > 0
+        )
 
     def search(self, collection: str, vector: Any, opts: SearchOptions) -> SearchResponse:
         opts = validate(opts)
