@@ -155,10 +155,9 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         dependencies=[Depends(_API_KEY)],
     )
     backend = LocalBackend(ix)
-    searcher = backend.searcher
     for c in ix.collections():  # the first request after a restart costs what any other does
         try:
-            searcher.warm(c.name)
+            backend.searcher.warm(c.name)
         except errors.InforankError as exc:  # a collection that cannot be searched yet
             log.info("not warmed: %s: %s", c.name, exc)
     gate = threading.BoundedSemaphore(lim.max_concurrent_searches)
@@ -217,26 +216,21 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
 
     @app.get("/collections")
     def collections() -> list[dict[str, Any]]:
-        return [c.__dict__ for c in ix.collections()]
+        return backend.collections()
 
     @app.post("/collections", status_code=201)
     def create(body: CollectionIn) -> dict[str, Any]:
-        return ix.create_collection(
-            body.name,
-            dim=body.dim,
-            model=body.model,
-            pretrained=body.pretrained,
-            min_count=body.min_count,
-        ).__dict__
+        return backend.create(
+            body.name, dim=body.dim, model=body.model, pretrained=body.pretrained, min_count=body.min_count
+        )
 
     @app.get("/collections/{name}")
     def get_collection(name: str) -> dict[str, Any]:
-        return ix.collection(name).__dict__
+        return backend.collection(name)
 
     @app.delete("/collections/{name}")
-    def drop(name: str) -> dict[str, str]:
-        ix.drop_collection(name)
-        return {"dropped": name}
+    def drop(name: str) -> dict[str, Any]:
+        return backend.drop(name)
 
     @app.post("/collections/{name}/items")
     async def ingest(name: str, body: IngestIn) -> dict[str, Any]:
@@ -270,7 +264,7 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
 
     @app.post("/collections/{name}/delete")
     def delete(name: str, body: DeleteIn) -> dict[str, Any]:
-        out = ix.delete(name, body.ids)
+        out = backend.delete(name, body.ids)
         if out["rescore_due"]:
             rescorer.submit(name)
         return out
@@ -281,15 +275,15 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         if not 1 <= opts.k <= lim.max_k:
             raise errors.InvalidQueryError(f"k must be between 1 and {lim.max_k}, got {opts.k}.")
         with gate:
-            return searcher.search(name, body.vector, opts).as_dict()  # type: ignore[attr-defined]
+            return backend.search(name, body.vector, opts).as_dict()  # type: ignore[attr-defined]
 
     @app.get("/collections/{name}/stats")
     def stats(name: str) -> dict[str, Any]:
-        return ix.stats(name)
+        return backend.stats(name)
 
     @app.post("/collections/{name}/rescore")
     def rescore(name: str, all: bool = False) -> dict[str, Any]:
-        return ix.rescore(name, all=all).__dict__
+        return backend.rescore(name, all=all, progress=lambda _n: None)
 
     @app.post("/collections/{name}/optimize")
     def optimize(name: str, force: bool = False) -> dict[str, Any]:
