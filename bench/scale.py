@@ -23,47 +23,16 @@ from typing import Any
 import numpy as np
 
 from bench.common import clip_like, report
+from bench.search import interleaved, recall
 from indexer.api import Indexer
 from indexer.items import Item
 from indexer.store import QdrantLocation
-from indexer.store.base import QuerySpec
 from retrieval.options import SearchOptions
 from retrieval.search import EF_CROSS, Searcher
 
 
 def _du(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-
-
-def _pct(xs: list[float]) -> dict[str, float]:
-    a = np.array(xs) * 1e3
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
-
-
-def _latency(ix: Indexer, s: Searcher, queries: np.ndarray, opts: SearchOptions, ef: int | None) -> dict[str, Any]:
-    c = ix.collection("scale")
-    plain, ours, ids_p, ids_o = [], [], [], []
-    for q in queries:  # interleaved
-        t = time.perf_counter()
-        hits = ix.store.query(c.qdrant_collection, QuerySpec(vector=q.tolist(), using="image", limit=10, ef=ef))
-        plain.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        res = s.search("scale", q, opts)
-        ours.append(time.perf_counter() - t)
-        ids_p.append({h.payload.get("inforank_id") for h in hits})
-        ids_o.append({r.id for r in res.results})
-    p, o = _pct(plain), _pct(ours)
-    return {
-        "plain": p,
-        "filtered_reranked": o,
-        "p50_ratio": o["p50_ms"] / p["p50_ms"],
-        "p99_ratio": o["p99_ms"] / p["p99_ms"],
-        "_ids": (ids_p, ids_o),
-    }
-
-
-def _recall(a: list[set[Any]], b: list[set[Any]]) -> float:
-    return float(np.mean([len(x & y) / max(len(y), 1) for x, y in zip(a, b, strict=True)]))
 
 
 def run(n: int = 1_000_000, chunk: int = 100_000, nq: int = 100, root: Path | None = None) -> dict[str, Any]:
@@ -94,7 +63,7 @@ def run(n: int = 1_000_000, chunk: int = 100_000, nq: int = 100, root: Path | No
         s = Searcher(ix)
         s.search("scale", queries[0], opts)
         cold = time.perf_counter() - t
-        exact = _latency(ix, s, queries[1:], opts, None)
+        exact = interleaved(ix, s, queries[1:], opts, None, "scale")
         print(
             f"sql {sql_bytes} B, qdrant {edge_before} B, rss {ingest_rss_mb:.0f} MB, cold {cold * 1e3:.0f} ms",
             flush=True,
@@ -105,14 +74,14 @@ def run(n: int = 1_000_000, chunk: int = 100_000, nq: int = 100, root: Path | No
         build_s = time.perf_counter() - t
         s = Searcher(ix)
         s.search("scale", queries[0], opts)
-        hnsw = _latency(ix, s, queries[1:], opts, EF_CROSS)
+        hnsw = interleaved(ix, s, queries[1:], opts, EF_CROSS, "scale")
         (ep, eo), (hp, ho) = exact.pop("_ids"), hnsw.pop("_ids")
         hnsw.update(
-            recall_plain=_recall(hp, ep),
-            recall_filtered_reranked=_recall(ho, eo),
+            recall_plain=recall(hp, ep),
+            recall_filtered_reranked=recall(ho, eo),
             build_s=build_s,
             indexed_vectors=built["after"]["indexed_vectors"],
-            plain_p50_exact_over_hnsw=exact["plain"]["p50_ms"] / hnsw["plain"]["p50_ms"],
+            plain_p50_exact_over_hnsw=exact["plain_query"]["p50_ms"] / hnsw["plain_query"]["p50_ms"],
         )
         ix.close()
         edge_after = _du(edge)

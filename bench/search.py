@@ -24,7 +24,7 @@ from indexer.store.base import QuerySpec
 from retrieval.search import Searcher, SearchOptions
 
 
-def _pct(xs: list[float]) -> dict[str, float]:
+def pct(xs: list[float]) -> dict[str, float]:
     a = np.array(xs) * 1e3
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
 
@@ -48,26 +48,29 @@ def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, p
             "errors": errors,
             "qps": len(lat) / wall,
             "first_query_ms": cold * 1e3,
-            **_pct(lat),
+            **pct(lat),
         }
 
 
-def _interleaved(ix, s: Searcher, queries: np.ndarray, opts: SearchOptions, ef: int | None) -> dict:
-    """Plain query vs inforank search, query by query (so drift hits both alike)."""
-    c = ix.collection("bench")
+def interleaved(
+    ix: Indexer, s: Searcher, queries: np.ndarray, opts: SearchOptions, ef: int | None, name: str = "bench"
+) -> dict:
+    """Plain query vs inforank search, query by query (so drift hits both alike); ``_ids`` holds
+    each query's answers, for :func:`recall`."""
+    c = ix.collection(name)
     plain, ours, ids_plain, ids_ours, fallbacks = [], [], [], [], 0
     for q in queries:
         t = time.perf_counter()
         hits = ix.store.query(c.qdrant_collection, QuerySpec(vector=q.tolist(), using="image", limit=10, ef=ef))
         plain.append(time.perf_counter() - t)
         t = time.perf_counter()
-        res = s.search("bench", q, opts)
+        res = s.search(name, q, opts)
         ours.append(time.perf_counter() - t)
         assert len(res.results) == 10
         fallbacks += res.applied["image_filter_plan"] == "filtered search"
         ids_plain.append({h.payload.get("inforank_id") for h in hits})
         ids_ours.append({r.id for r in res.results})
-    p, o = _pct(plain), _pct(ours)
+    p, o = pct(plain), pct(ours)
     return {
         "plain_query": p,
         "filtered_reranked": o,
@@ -78,7 +81,7 @@ def _interleaved(ix, s: Searcher, queries: np.ndarray, opts: SearchOptions, ef: 
     }
 
 
-def _recall(approx: list[set], exact: list[set]) -> float:
+def recall(approx: list[set], exact: list[set]) -> float:
     return float(np.mean([len(a & e) / max(len(e), 1) for a, e in zip(approx, exact, strict=True)]))
 
 
@@ -92,7 +95,7 @@ def run(n: int = 100_000, nq: int = 200) -> dict:
         s = Searcher(ix)
         opts = SearchOptions(k=10, exclude_bottom_info_gain_pct=5, rerank_info_gain=0.05, rerank_conformity=-0.05)
         s.search("bench", queries[0], opts)  # warm the score-distribution cache
-        exact = _interleaved(ix, s, queries, opts, None)
+        exact = interleaved(ix, s, queries, opts, None)
         t = time.perf_counter()
         built = ix.optimize("bench", force=True)
         build_s = time.perf_counter() - t
@@ -100,10 +103,10 @@ def run(n: int = 100_000, nq: int = 200) -> dict:
         s.search("bench", queries[0], opts)
         from retrieval.search import EF_CROSS
 
-        hnsw = _interleaved(ix, s, queries, opts, EF_CROSS)  # text-like queries: the wide beam, for both
+        hnsw = interleaved(ix, s, queries, opts, EF_CROSS)  # text-like queries: the wide beam, for both
         (ep, eo), (hp, ho) = exact.pop("_ids"), hnsw.pop("_ids")
-        hnsw["recall@10_plain"] = _recall(hp, ep)
-        hnsw["recall@10_filtered_reranked"] = _recall(ho, eo)
+        hnsw["recall@10_plain"] = recall(hp, ep)
+        hnsw["recall@10_filtered_reranked"] = recall(ho, eo)
         hnsw["build_s"] = build_s
         hnsw["indexed_vectors"] = built["after"]["indexed_vectors"]
         hnsw["plain_p50_exact_over_hnsw"] = exact["plain_query"]["p50_ms"] / hnsw["plain_query"]["p50_ms"]
