@@ -27,26 +27,33 @@ from indexer.moments import Moments
 D = 512
 
 
-def _one_db(url: str, rounds: int) -> dict[str, dict[str, float]]:
+def stats_collection(url: str, name: str = "b") -> int:
+    """A migrated database at ``url`` with one collection whose image statistics hold 100
+    vectors: what the statistics benchmarks merge into. Returns its id."""
     upgrade(url)
     sessions = session_factory(make_engine(url))
     with sessions.begin() as s:
         row = CollectionRow(
-            name="b",
+            name=name,
             model="external",
             pretrained="",
             dim=D,
             tau=1.0,
             min_count=32,
-            qdrant_collection="b",
+            qdrant_collection=name,
             vector_names={"image": "image"},
             attached=False,
             stats_version=0,
         )
         s.add(row)
         s.flush()
-        cid = row.id
-        write_moments(s, cid, "image", Moments.from_batch(clip_like(100, D).astype(np.float64), np.ones(100)), 0)
+        write_moments(s, row.id, "image", Moments.from_batch(clip_like(100, D).astype(np.float64), np.ones(100)), 0)
+        return int(row.id)
+
+
+def _one_db(url: str, rounds: int) -> dict[str, dict[str, float]]:
+    cid = stats_collection(url)
+    sessions = session_factory(make_engine(url))
     cache = StatsCache()
     out = {}
     for b in (1, 64, 1024):

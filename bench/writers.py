@@ -23,34 +23,10 @@ import numpy as np
 import psycopg
 
 from bench.common import clip_like, report
-from indexer.db.engine import make_engine, session_factory, upgrade
-from indexer.db.models import CollectionRow
+from bench.stats_persist import D, stats_collection
+from indexer.db.engine import make_engine, session_factory
 from indexer.db.statstore import StatsCache, lock_collection, write_moments
 from indexer.moments import Moments
-
-D = 512
-
-
-def _setup(url: str) -> int:
-    upgrade(url)
-    sessions = session_factory(make_engine(url))
-    with sessions.begin() as s:
-        row = CollectionRow(
-            name="w",
-            model="external",
-            pretrained="",
-            dim=D,
-            tau=1.0,
-            min_count=32,
-            qdrant_collection="w",
-            vector_names={"image": "image"},
-            attached=False,
-            stats_version=0,
-        )
-        s.add(row)
-        s.flush()
-        write_moments(s, row.id, "image", Moments.from_batch(clip_like(100, D).astype(np.float64), np.ones(100)), 0)
-        return row.id
 
 
 def _writer(url: str, cid: int, batch: int, seconds: float, seed: int, out: Any) -> None:
@@ -79,7 +55,7 @@ def run(pg: str, seconds: float = 10.0, batch: int = 1024) -> dict[str, Any]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{base}/{name}"
     try:
-        cid = _setup(url)
+        cid = stats_collection(url, "w")
         ctx = mp.get_context("spawn")
         res: dict[str, Any] = {}
         for procs in (1, 2, 4):
