@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import collections as catalog
-from indexer import diagnostics, scoring, writer
+from indexer import diagnostics, hubness, scoring, writer
 from indexer import freshness as fresh_lib
 from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, read_factory, session_factory, upgrade
@@ -51,6 +51,8 @@ class RescoreReport:
     skipped: bool = False
     stats_version: int = 0
     replayed: int = 0
+    #: what the hubness refresh followed (:mod:`indexer.hubness`); None: the collection has no fit
+    hubness: dict[str, Any] | None = None
 
 
 def _quarantined(p: Pushed) -> list[writer.Rejection]:
@@ -487,6 +489,19 @@ class Indexer:
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
         out["quarantined"] = self.quarantined(name)
         out["index"] = self.index_state(name)
+        if c.hub_k is not None:
+            with self.reads() as s:
+                queued = hubness.pending(s, c)
+            hub = c.hub or {}
+            out["hubness"] = {
+                "k": c.hub_k,
+                "beta": c.hub_beta,
+                "bank": hub.get("bank"),
+                "fitted_at_stats_version": c.hub_version,
+                "pending_changes": queued,
+                "center": hub.get("center"),
+                "bound": hub.get("bound"),
+            }
         return out
 
     @_db
@@ -542,6 +557,8 @@ class Indexer:
         against them in batches, rewriting only scores that moved more than half the tolerance,
         as a payload update (no vector is re-sent). Resumable: rows checked at the baseline are
         not read again, and a rerun continues an interrupted pass. Writers may run meanwhile.
+        A collection with a hubness fit also gets its biases brought up to date with every change
+        since the last rescore (:func:`indexer.hubness.refresh`).
         """
         c = self.collection(name)
         replayed = self._replay(c).pushed  # a crash after an earlier rescore's commit left these
@@ -549,7 +566,16 @@ class Indexer:
         rep = RescoreReport(fresh, stats_version=c.stats_version, replayed=replayed)
         if not all and not self._unfinished_pass(c) and not any(f["outside_tolerance"] for f in fresh.values()):
             rep.skipped = True
-            return rep
+        else:
+            self._rescore_pass(c, rep, all, batch_size, progress)
+            rep.freshness = self.freshness(name)
+        if c.hub_k is not None:  # the hubness biases follow the changes since the last refresh
+            rep.hubness = hubness.refresh(self.sessions, self.store, c).as_dict()
+        return rep
+
+    def _rescore_pass(
+        self, c: Collection, rep: RescoreReport, all: bool, batch_size: int, progress: Callable[[int], None] | None
+    ) -> None:
         target, snapshot, skip = self._start_pass(c, restart=all)
         rep.stats_version = target
         while True:
@@ -578,8 +604,6 @@ class Indexer:
                 sync_dirty(self.sessions, self.store, c)  # whatever the payload update left dirty
             if progress:
                 progress(len(rows))
-        rep.freshness = self.freshness(name)
-        return rep
 
     def _unfinished_pass(self, c: Collection, s: Any = None) -> bool:
         """Whether some row is not checked against the baseline yet (an interrupted pass)."""
@@ -750,6 +774,10 @@ class Indexer:
             n = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
         if unfinished:
             return True, n
+        if c.hub_k is not None:
+            with self.reads() as s:
+                if hubness.any_pending(s, c):
+                    return True, n
         if not any(f["outside_tolerance"] for f in fresh.values()):
             return False, n
         changes = sum(f.get("changes_since_baseline", 0) for f in fresh.values())

@@ -38,6 +38,8 @@ class Collection:
     hub_k: int | None = None
     hub_beta: float | None = None
     hub_version: int | None = None
+    #: the hubness fit's state (``CollectionRow.hub``): bank kind, per modality center, floor, bound
+    hub: dict[str, Any] | None = None
     #: the last evaluation's summary and the defaults chosen from it (``defaults``: e.g.
     #: ``{"hubness": {"text_to_image": true, "image_to_text": false}}``)
     evaluation: dict[str, Any] | None = None
@@ -70,6 +72,7 @@ class Collection:
             r.hub_k,
             r.hub_beta,
             r.hub_version,
+            getattr(r, "hub", None),
             getattr(r, "evaluation", None),
         )
 

@@ -71,6 +71,8 @@ class RescoreResult(TypedDict, total=False):
     skipped: bool
     stats_version: int
     replayed: int
+    #: the hubness refresh: changes followed, biases recomputed, bound, still pending
+    hubness: dict[str, Any] | None
 
 
 class SyncResult(TypedDict):

@@ -7,8 +7,10 @@ collection's own pairs (half of them query, the other half is the bank; the held
 ``inforank evaluate``'s), computes every item's bias, stores it with the item (SQL, then the
 ``{g}_hub_bias`` payload field) and searches apply it inside Qdrant's formula with ``hubness=True``.
 
-The biases are a snapshot of the bank at the fit: items written later have none (no correction)
-and a growing bank is not followed until the next fit (``applied.hubness`` says at which version).
+After the fit, every change is followed by :func:`indexer.hubness.refresh` (run by ``rescore``):
+new items get their bias, and items a new or removed bank item comes close to get theirs
+recomputed, with the store's own nearest-neighbour queries; until then a new item counts as the
+modality's mean bias (neutral).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 
 from indexer.api import Indexer
-from indexer.db.models import CollectionRow, VectorRow
+from indexer.db.models import CollectionRow, HubBankRow, HubPendingRow, VectorRow
 from indexer.db.statstore import lock_collection
 from indexer.errors import InvalidInputError
+from indexer.hubness import top_k
 from indexer.items import item_key, other_modality
 from indexer.sync import sync_dirty
 from indexer.writer import mark_dirty
@@ -62,13 +65,8 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def bias(gallery: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """Each gallery item's mean of its ``k`` highest similarities to the bank (chunked)."""
-    out = np.empty(len(gallery))
-    for s in range(0, len(gallery), 2048):
-        sim = gallery[s : s + 2048] @ bank.T
-        kk = min(k, sim.shape[1])
-        out[s : s + 2048] = np.mean(np.partition(sim, -kk, axis=1)[:, -kk:], axis=1)
-    return out
+    """Each gallery item's mean of its ``k`` highest similarities to the bank."""
+    return top_k(gallery, bank, k)[0]
 
 
 def ranks(q: np.ndarray, gallery: np.ndarray, targets: np.ndarray, item_bias: np.ndarray, beta: float) -> np.ndarray:
@@ -122,6 +120,8 @@ def fit(
             raise InvalidInputError(
                 f"A {bank_modality} bank corrects {other_modality(bank_modality)} items; {name!r} has none."
             )
+    with ix.reads() as s:
+        seen = s.execute(select(func.max(HubPendingRow.id)).where(HubPendingRow.collection_id == c.id)).scalar() or 0
     data = {m: ix.vectors(name, m) for m in c.modalities}  # read once: the pairs and the biases
     one_sided = any(not len(data.get(m, ([],))[0]) for m in ("image", "text"))
     if bank is None and one_sided:
@@ -144,27 +144,37 @@ def fit(
         else {g: data[other_modality(g)][1] for g in c.modalities}
     )
     biased = 0
+    center: dict[str, float] = {}
+    floor: dict[str, float] = {}
     with ix.sessions.begin() as s:
         row = lock_collection(s, c.id)
+        # the changes queued before the vectors were read are in this fit; later ones stay queued
+        s.execute(delete(HubPendingRow).where(HubPendingRow.collection_id == c.id, HubPendingRow.id <= seen))
+        s.execute(delete(HubBankRow).where(HubBankRow.collection_id == c.id))
+        if bank is not None:
+            vecs = np.ascontiguousarray(unit(bank), dtype="<f4").tobytes()
+            s.add(HubBankRow(collection_id=c.id, modality=bank_modality, vectors=vecs))
         for g, bank_g in banks.items():
             ids, gallery, _ = data[g]
             if not len(ids) or not len(bank_g):
                 continue
-            item_bias = bias(gallery.astype(np.float64), bank_g.astype(np.float64), k)
+            item_bias, kth = top_k(gallery.astype(np.float64), bank_g.astype(np.float64), k)
             keys = [item_key(i) for i in ids]
             s.execute(
                 update(VectorRow),
                 [
-                    {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b)}
-                    for key, b in zip(keys, item_bias, strict=True)
+                    {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b), "hub_kth": float(t)}
+                    for key, b, t in zip(keys, item_bias, kth, strict=True)
                 ],
             )
             mark_dirty(s, c.id, keys)
             biased += len(keys)
+            center[g], floor[g] = float(item_bias.mean()), float(kth.min())
+        state = {"bank": "user" if bank is not None else "collection", "center": center, "floor": floor, "bound": {}}
         s.execute(
             update(CollectionRow)
             .where(CollectionRow.id == c.id)
-            .values(hub_k=k, hub_beta=beta, hub_version=row.stats_version)
+            .values(hub_k=k, hub_beta=beta, hub_version=row.stats_version, hub=state)
         )
         version = row.stats_version
     sync_dirty(ix.sessions, ix.store, ix.collection(name))

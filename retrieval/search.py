@@ -330,12 +330,17 @@ class Searcher:
                 raise InvalidQueryError(
                     f"Collection {c.name!r} has no hubness correction yet: run `inforank hubness fit {c.name}`."
                 )
-            terms.append((key(t, "hub_bias"), -c.hub_beta, 0.0))  # an item without a bias is not corrected
+            hub = c.hub or {}
+            # an item the refresh has not reached yet counts as the modality's mean bias: neutral
+            center = float((hub.get("center") or {}).get(t, 0.0))
+            terms.append((key(t, "hub_bias"), -c.hub_beta, center))
             applied["hubness"] = {
                 "k": c.hub_k,
                 "beta": c.hub_beta,
                 "fitted_at_stats_version": c.hub_version,
                 "by_default": by_default,
+                "center": center,
+                "bound": float((hub.get("bound") or {}).get(t, 0.0)),
             }
         return Blend(tuple(terms)) if terms else None
 

@@ -55,7 +55,7 @@ def test_the_formula_ranks_like_the_numpy_definition(fitted):
         res = s.search("c", q, SearchOptions(k=10, depth=100, hubness=True))
         cos = img @ q
         pool = np.argsort(-cos)[:100]  # the prefetch: the 100 most similar
-        corrected = cos[pool] - BETA * bias[pool]
+        corrected = cos[pool] - BETA * (bias[pool] - bias.mean())  # around the mean bias: same ranking
         want = pool[np.argsort(-corrected)[:10]]
         assert [int(h.id) for h in res.results] == want.tolist(), qi
         assert [h.score for h in res.results] == pytest.approx(np.sort(corrected)[::-1][:10].tolist(), abs=1e-5)
@@ -73,7 +73,126 @@ def test_it_lifts_recall_on_the_pairs_it_was_fitted_on(fitted):
     assert hub > plain + 25
 
 
-def test_new_items_have_no_bias_until_the_next_fit(tmp_path: Path):
+def _stored(ix, name: str) -> dict[tuple[int, str], tuple[float, float]]:
+    """(id, modality) → (hub_bias, hub_kth) in SQL; the payload Qdrant has is checked against it."""
+    from sqlalchemy import select
+
+    from indexer.db.models import VectorRow
+
+    c = ix.collection(name)
+    with ix.reads() as s:
+        rows = s.execute(
+            select(VectorRow.item_key, VectorRow.modality, VectorRow.hub_bias, VectorRow.hub_kth).where(
+                VectorRow.collection_id == c.id
+            )
+        ).all()
+    out = {(json.loads(k), m): (b, t) for k, m, b, t in rows}
+    page = ix.store.scroll(c.qdrant_collection, None, 2000, False).points
+    for h in page:
+        for m in ("image", "text"):
+            if (h.payload["inforank_id"], m) in out:
+                assert h.payload.get(f"{m}_hub_bias") == pytest.approx(out[(h.payload["inforank_id"], m)][0], abs=1e-12)
+    return out
+
+
+def _definition(vecs: dict[str, dict[int, np.ndarray]], k: int) -> dict[tuple[int, str], tuple[float, float]]:
+    """Every item's mean and k-th of its k highest cosines to the other modality's items now."""
+    out = {}
+    for m, o in (("image", "text"), ("text", "image")):
+        ids, bank = list(vecs[m]), _unit(np.stack(list(vecs[o].values())))
+        sims = _unit(np.stack([vecs[m][i] for i in ids])) @ bank.T
+        top = np.sort(sims, axis=1)[:, -k:]
+        out.update({(i, m): (float(top[j].mean()), float(top[j, 0])) for j, i in enumerate(ids)})
+    return out
+
+
+def test_biases_follow_ingest_delete_and_replace_with_the_stores_own_queries(tmp_path: Path):
+    """After a fit on 250 pairs: 200 more pairs, texts alone, deletions (some of them the nearest
+    texts of many images) and a replaced image. Every write queues its changes, the inline
+    rescore follows them with nearest-neighbour queries, and every stored bias (SQL and Qdrant)
+    is then its definition against the bank *now*, within the refresh's stated bound — here 0."""
+    from indexer.api import Indexer
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    feats = np.load(COCO).astype(np.float64)
+    ix = Indexer(f"sqlite:///{tmp_path / 'h.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    vecs: dict[str, dict[int, np.ndarray]] = {"image": {}, "text": {}}
+
+    def add(items: list[Item]) -> None:
+        rep = ix.add("c", items, batch_size=64)
+        assert len(rep.ingested) == len(items) and not rep.rescore_due
+        for it in items:
+            for m, v in it.vectors.items():
+                vecs[m][it.id] = v
+
+    try:
+        ix.create_collection("c", dim=512)
+        add([Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(250)])
+        fit = hubness.fit(ix, "c", k=K, beta=BETA)
+        assert fit["items"] == 500
+        add([Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(250, 450)])
+        add([Item({"text": feats[1][i]}, id=i) for i in range(450, 500)])  # texts alone: bank only
+        before = _stored(ix, "c")
+        img = _unit(np.stack(list(vecs["image"].values())))
+        # the texts nearest to most images: removing them lowers many biases
+        hubs = np.bincount(np.argsort(-(img @ _unit(feats[1][:450]).T), axis=1)[:, :K].ravel()).argsort()[-15:]
+        assert ix.delete("c", [int(i) for i in hubs])["deleted"]
+        for i in hubs:
+            del vecs["text"][int(i)], vecs["image"][int(i)]
+        add([Item({"image": feats[0][499]}, id=300)])  # a replaced image
+        rep = ix.rescore("c")
+        assert rep.hubness is not None and rep.hubness["pending"] == 0
+        got, want = _stored(ix, "c"), _definition(vecs, K)
+        assert set(got) == set(want)
+        err = max(abs(got[i][0] - want[i][0]) for i in want)
+        bound = max((ix.collection("c").hub or {})["bound"].values(), default=0.0)
+        assert err <= bound + 1e-5 and bound == 0.0
+        assert max(abs(got[i][1] - want[i][1]) for i in want) <= 1e-5
+        moved = [i for i in want if i in before and abs(before[i][0] - want[i][0]) > 1e-4]
+        assert len(moved) > 50  # the bank changes did move old items' biases, and they followed
+        stats = ix.stats("c")["hubness"]
+        assert stats["pending_changes"] == 0 and stats["bank"] == "collection"
+        assert_consistent(ix, "c")
+    finally:
+        ix.close()
+
+
+def test_an_item_the_refresh_has_not_reached_counts_as_the_mean_bias(tmp_path: Path):
+    """Neutral, not favoured: a new item without a bias scores its plain similarity minus β times
+    nothing, while every other item is corrected around the modality's mean bias."""
+    from indexer.api import Indexer
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    feats = np.load(COCO).astype(np.float64)
+    db, edge = f"sqlite:///{tmp_path / 'n.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q"))
+    ix = Indexer(db, edge, auto_rescore=False)
+    try:
+        ix.create_collection("c", dim=512)
+        ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(200)])
+        hubness.fit(ix, "c", k=K, beta=BETA)
+        center = ix.collection("c").hub["center"]["image"]
+        img, txt = _unit(feats[0][:200]), _unit(feats[1][:200])
+        assert center == pytest.approx(np.sort(img @ txt.T, axis=1)[:, -K:].mean(axis=1).mean(), abs=1e-9)
+        ix.add("c", [Item({"image": feats[0][i]}, id=i) for i in range(200, 210)])
+        assert ix.stats("c")["hubness"]["pending_changes"] == 10
+        q = feats[1][205] / np.linalg.norm(feats[1][205])
+        res = Searcher(ix).search("c", q, SearchOptions(k=30, hubness=True))
+        assert res.applied["hubness"]["center"] == pytest.approx(center)
+        new = [h for h in res.results if int(h.id) >= 200]
+        assert new and all(h.score == pytest.approx(h.similarity, abs=1e-5) for h in new)
+        old = [h for h in res.results if int(h.id) < 200]
+        bias = np.sort(img @ txt.T, axis=1)[:, -K:].mean(axis=1)
+        for h in old:
+            assert h.score == pytest.approx(h.similarity - BETA * (bias[int(h.id)] - center), abs=1e-5)
+        assert ix.rescore("c").hubness["followed"] == 10
+        assert ix.stats("c")["hubness"]["pending_changes"] == 0
+    finally:
+        ix.close()
+
+
+def test_the_cli_ingest_gives_new_items_their_bias(tmp_path: Path):
     runner = CliRunner()
     feats = np.load(COCO)
     assert runner.invoke(app, ["create", "c", "--dim", "512"]).exit_code == 0
@@ -83,18 +202,19 @@ def test_new_items_have_no_bias_until_the_next_fit(tmp_path: Path):
         assert runner.invoke(app, ["ingest", "c", "--vectors", str(tmp_path / f), "--modality", m]).exit_code == 0
     r = runner.invoke(app, ["hubness", "fit", "c", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["items"] == 160
+    k = json.loads(r.stdout)["k"]
     np.savez(tmp_path / "more.npz", vectors=feats[0][80:90], ids=np.arange(80, 90))
-    assert (
-        runner.invoke(app, ["ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image"]).exit_code
-        == 0
-    )
+    r = runner.invoke(app, ["ingest", "c", "--vectors", str(tmp_path / "more.npz"), "--modality", "image"])
+    assert r.exit_code == 0
     np.save(tmp_path / "q.npy", feats[1][85])
     r = runner.invoke(app, ["search", "c", "--vector", str(tmp_path / "q.npy"), "--hubness", "--k", "20", "--json"])
     res = json.loads(r.stdout)
-    assert r.exit_code == 0 and res["applied"]["hubness"]["k"] >= 1
+    assert r.exit_code == 0 and res["applied"]["hubness"]["k"] == k
     new = [h for h in res["results"] if h["id"] >= 80]
-    assert new and all("image_hub_bias" not in h["payload"] for h in new)
-    assert all(h["similarity"] == pytest.approx(h["score"], abs=1e-6) for h in new)  # not corrected
+    want = np.sort(_unit(feats[0][80:90]) @ _unit(feats[1][:80]).T, axis=1)[:, -k:].mean(axis=1)
+    assert new and all(h["payload"]["image_hub_bias"] == pytest.approx(want[h["id"] - 80], abs=1e-5) for h in new)
+    r = runner.invoke(app, ["stats", "c"])
+    assert r.exit_code == 0 and "hubness correction" in r.stdout and "not followed" not in r.stdout
 
 
 def test_a_user_bank_corrects_an_image_only_collection(tmp_path: Path):

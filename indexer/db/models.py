@@ -55,6 +55,10 @@ class CollectionRow(Base):
     hub_k: Mapped[int | None] = mapped_column(Integer, nullable=True)
     hub_beta: Mapped[float | None] = mapped_column(Float, nullable=True)
     hub_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the fit's state kept by the refresh (indexer/hubness.py): ``bank`` ("collection" or
+    #: "user"), per gallery modality the neutral ``center`` (mean bias at the fit), the ``floor``
+    #: (lowest k-th similarity) and the ``bound`` on how far any stored bias can be from its definition
+    hub: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: what the last `inforank evaluate` found (its summary) and the defaults chosen from it
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -124,6 +128,35 @@ class VectorRow(Base):
     checked_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: hubness bias: mean of the item's k highest similarities to the other modality (None: not fitted)
     hub_bias: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the k-th of those similarities: a new bank item closer than this changes the bias
+    hub_kth: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class HubPendingRow(Base):
+    """A change of a collection with a hubness fit the refresh has not followed yet; queued by
+    triggers on ``item_vectors`` (migration 0006). ``removed``: the vector (kept here) left the bank."""
+
+    __tablename__ = "hub_pending"
+    __table_args__ = (Index("ix_hub_pending_collection", "collection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(512))
+    modality: Mapped[str] = mapped_column(String(8))
+    removed: Mapped[bool] = mapped_column(Boolean)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class HubBankRow(Base):
+    """A user-supplied hubness bank (``hubness fit --bank``): float32 rows of one modality."""
+
+    __tablename__ = "hub_bank"
+
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(8), primary_key=True)
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ScoreBucketRow(Base):

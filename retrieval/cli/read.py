@@ -114,6 +114,16 @@ def _stats_text(d: dict[str, Any]) -> str:
         elif not ix["indexed_vectors"] and not ix["automatic"]:
             line += " (exact search: fast enough at this size)"
         out.append(line)
+    hub = d.get("hubness")
+    if hub:
+        line = f"  hubness correction k={hub['k']} β={hub['beta']} ({hub['bank']} bank)"
+        if hub["pending_changes"]:
+            line += (
+                f"; {hub['pending_changes']} changes not followed yet (new items count as the mean bias): "
+                f"`inforank rescore {d['collection']}`"
+            )
+        bound = max((hub.get("bound") or {}).values(), default=0.0)
+        out.append(line + (f"; biases within {bound:.4f} of their definition" if bound else ""))
     q = d.get("quarantined") or {}
     if q.get("count"):
         out.append(f"  {q['count']} quarantined points (Qdrant refused them): see `inforank sync {d['collection']}`")

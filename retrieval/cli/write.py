@@ -214,7 +214,15 @@ def rescore_text(d: dict[str, Any]) -> str:
     else:
         done = f"checked {d['checked']}, rewrote {d['rescored']} that moved (statistics version {d['stats_version']})"
     replayed = f"; replayed {d['replayed']} points an interrupted write had left unsynced" if d.get("replayed") else ""
-    return head + done + replayed + "\n" + freshness_text(d["freshness"])
+    hub = d.get("hubness")
+    hub_line = (
+        f"hubness: followed {hub['followed']} changes, recomputed {hub['recomputed']} biases"
+        + (f", bound {max(hub['bound'].values()):.4f}" if hub.get("bound") else "")
+        + "\n"
+        if hub and hub.get("followed")
+        else ""
+    )
+    return head + done + replayed + "\n" + hub_line + freshness_text(d["freshness"])
 
 
 def freshness_text(fresh: dict[str, Any]) -> str:

@@ -1,0 +1,259 @@
+"""Keeping hubness biases true as the collection changes (the fit itself: retrieval/hubness.py).
+
+An item's bias is the mean of its k highest similarities to the bank (the other modality's items,
+or a bank the user supplied). Once a collection has a fit, triggers on ``item_vectors`` queue every
+change in ``hub_pending`` (migration 0006), and :func:`refresh` follows them with the store's own
+nearest-neighbour queries, never with a scan of the collection:
+
+- an item **added** to modality m: its own bias is the mean of its k nearest items of the other
+  modality (one query), and, as a new member of the other modality's bank, it raises the bias of
+  exactly the items o whose k-th similarity ``hub_kth`` it beats: those are among its own nearest
+  neighbours in o's modality (the same query, ``REACH`` deep), and each is recomputed by its own
+  k-nearest query;
+- an item **removed** (its vector kept in the queue): the items it was among the k nearest of,
+  ``similarity ≥ hub_kth``, are recomputed the same way.
+
+What the reach can miss is bounded. An item o beyond the reach of a new bank item b has
+``cos(o, b) ≤ s_R`` (the similarity at the reach's end), and b changes o's bias only where it beats
+o's k-th similarity, which is at least ``floor`` (the lowest k-th similarity of any item). So when
+``s_R < floor`` the reach missed nothing; otherwise o's bias is at most ``s_R − floor`` too low
+(a mean of k rises by at most what its new member beats the old k-th by). A removed bank item
+lowers a bias by ``(cos(o, b) − next)/k ≤ (s_R + 1)/k``. The refresh keeps the worst case so far
+as the modality's ``bound`` (``applied.hubness``, ``stats``): 0 while every query reached past the
+floor, as on the COCO pairs; a new fit resets it. Biases follow the store's search: exact on a
+scanned store, within the HNSW index's recall on an indexed one.
+
+New items read the modality's mean bias at the fit (``center``) until the refresh reaches them,
+so a fresh item is neither favoured nor held back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.collections import Collection
+from indexer.db.models import CollectionRow, HubBankRow, HubPendingRow, VectorRow
+from indexer.db.statstore import lock_collection
+from indexer.items import item_key, other_modality
+from indexer.schema import ID
+from indexer.store.base import QuerySpec, VectorStore
+from indexer.sync import sync_dirty
+from indexer.writer import mark_dirty
+
+#: how deep the refresh looks among a changed item's nearest neighbours of the other modality
+REACH = 256
+#: pending changes taken per round (one short transaction writes a round's biases)
+ROUND = 256
+
+
+def top_k(gallery: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each gallery row's (mean of its ``k`` highest similarities to the bank, the k-th of them)."""
+    mean, kth = np.empty(len(gallery)), np.empty(len(gallery))
+    for s in range(0, len(gallery), 2048):
+        sim = gallery[s : s + 2048] @ bank.T
+        kk = min(k, sim.shape[1])
+        top = np.partition(sim, -kk, axis=1)[:, -kk:]
+        mean[s : s + 2048], kth[s : s + 2048] = top.mean(axis=1), top.min(axis=1)
+    return mean, kth
+
+
+def fitted_modalities(c: Collection) -> tuple[str, ...]:
+    """The modalities whose items carry a bias."""
+    hub = c.hub or {}
+    return tuple(m for m in c.modalities if m in (hub.get("center") or {}))
+
+
+def user_bank(session: Session, c: Collection) -> dict[str, np.ndarray]:
+    """A user-supplied bank, by the gallery modality it corrects."""
+    rows = session.execute(select(HubBankRow).where(HubBankRow.collection_id == c.id)).scalars()
+    return {other_modality(r.modality): np.frombuffer(r.vectors, dtype="<f4").reshape(-1, c.dim) for r in rows}
+
+
+@dataclass
+class Refresh:
+    followed: int = 0  # queued changes worked off
+    recomputed: int = 0  # biases recomputed
+    bound: dict[str, float] = field(default_factory=dict)
+    pending: int = 0  # still queued (another writer's changes, arrived meanwhile)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"followed": self.followed, "recomputed": self.recomputed, "bound": self.bound, "pending": self.pending}
+
+
+def pending(session: Session, c: Collection) -> int:
+    return int(
+        session.execute(
+            select(func.count()).select_from(HubPendingRow).where(HubPendingRow.collection_id == c.id)
+        ).scalar()
+        or 0
+    )
+
+
+def any_pending(session: Session, c: Collection) -> bool:
+    q = select(HubPendingRow.id).where(HubPendingRow.collection_id == c.id).limit(1)
+    return session.execute(q).first() is not None
+
+
+class _Neighbours:
+    """Nearest items of a modality through the store (what Qdrant has: the synced points)."""
+
+    def __init__(self, store: VectorStore, c: Collection) -> None:
+        self.store, self.c = store, c
+
+    def __call__(self, vec: np.ndarray, modality: str, limit: int) -> list[tuple[str, float]]:
+        hits = self.store.query(
+            self.c.qdrant_collection,
+            QuerySpec(vector=[float(x) for x in vec], using=self.c.vector_names[modality], limit=limit),
+        )
+        return [(item_key(h.payload[ID]), h.score) for h in hits if ID in h.payload]
+
+
+def refresh(
+    sessions: sessionmaker[Session],
+    store: VectorStore,
+    c: Collection,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Refresh:
+    """Follow every queued change of ``c`` (see the module's docstring). Queries run outside any
+    transaction; each round's biases are written in one short one, which also takes the round's
+    changes off the queue. Writers may run meanwhile: their changes queue behind."""
+    out = Refresh()
+    if c.hub_k is None:
+        return out
+    k = int(c.hub_k)
+    near = _Neighbours(store, c)
+    while True:
+        with sessions() as s:
+            c = Collection.of(s.get(CollectionRow, c.id))
+            hub = dict(c.hub or {})
+            gallery = fitted_modalities(c)
+            banks = user_bank(s, c) if hub.get("bank") == "user" else {}
+            rows = (
+                s.execute(
+                    select(HubPendingRow)
+                    .where(HubPendingRow.collection_id == c.id)
+                    .order_by(HubPendingRow.id)
+                    .limit(ROUND)
+                )
+                .scalars()
+                .all()
+            )
+            if not rows:
+                break
+            ids = [r.id for r in rows]
+            vecs = _vectors(s, c, {(r.item_key, r.modality) for r in rows if not r.removed})
+        floor = dict(hub.get("floor") or {})
+        bound = dict(hub.get("bound") or {})
+        new: dict[tuple[str, str], tuple[float, float]] = {}
+        reaches: list[tuple[bool, str, list[tuple[str, float]]]] = []  # (removed, o, o's items near it)
+        for r in rows:
+            m, o = r.modality, other_modality(r.modality)
+            vec = np.frombuffer(r.vector or b"", dtype="<f4") if r.removed else vecs.get((r.item_key, m))
+            if vec is None or not len(vec):
+                continue  # replaced or removed since: a later entry follows it
+            if banks:  # a user bank: an item's bias is against it; the collection's items are no bank
+                if m in banks and not r.removed:
+                    b_mean, b_kth = top_k(vec[None, :].astype(np.float64), banks[m].astype(np.float64), k)
+                    new[(r.item_key, m)] = (float(b_mean[0]), float(b_kth[0]))
+                continue
+            if o not in c.vector_names or (o not in gallery and m not in gallery):
+                continue
+            reach = near(vec, o, max(REACH, k) if o in gallery else k)
+            if not r.removed and m in gallery and reach:
+                sims = [sc for _, sc in reach[:k]]
+                new[(r.item_key, m)] = (float(np.mean(sims)), float(sims[-1]))
+            if o in gallery:  # r's item is (or was) in the bank of o's items
+                reaches.append((r.removed, o, reach))
+                if len(reach) >= max(REACH, k) and o in floor and reach[-1][1] >= floor[o]:
+                    s_r = reach[-1][1]  # beyond the reach, an item of o is at most this close
+                    miss = (s_r + 1.0) / k if r.removed else s_r - floor[o]
+                    bound[o] = max(bound.get(o, 0.0), miss)
+        with sessions() as s:
+            kth = _kths(s, c, {(key, o) for _, o, reach in reaches for key, _ in reach})
+            redo = {
+                (key, o)
+                for removed, o, reach in reaches
+                for key, sc in reach
+                if (t := kth.get((key, o))) is not None and (sc >= t - 1e-6 if removed else sc > t)
+            } - set(new)
+            redo_vecs = _vectors(s, c, redo)
+        for (key, o), vec in redo_vecs.items():  # whose top k a bank change entered or left: recompute
+            sims = [sc for _, sc in near(vec, other_modality(o), k)]
+            if sims:
+                new[(key, o)] = (float(np.mean(sims)), float(sims[-1]))
+        with sessions.begin() as s:
+            lock_collection(s, c.id)
+            live = _existing(s, c, set(new))
+            changed: list[dict[str, Any]] = [
+                {"collection_id": c.id, "item_key": key, "modality": m, "hub_bias": b, "hub_kth": t}
+                for (key, m), (b, t) in new.items()
+                if (key, m) in live
+            ]
+            if changed:
+                s.execute(update(VectorRow), changed)
+                mark_dirty(s, c.id, [r["item_key"] for r in changed])
+            for m in gallery:
+                kths = [r["hub_kth"] for r in changed if r["modality"] == m]
+                if kths and m in floor:
+                    floor[m] = min(floor[m], *kths)
+            s.execute(delete(HubPendingRow).where(HubPendingRow.id.in_(ids)))
+            s.execute(
+                update(CollectionRow)
+                .where(CollectionRow.id == c.id)
+                .values(hub={**hub, "floor": floor, "bound": bound})
+            )
+            out.pending = pending(s, c)
+        sync_dirty(sessions, store, c)
+        out.followed += len(rows)
+        out.recomputed += len(changed)
+        out.bound = bound
+        if progress:
+            progress(len(rows))
+    return out
+
+
+def _chunks(keys: set[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    for m in sorted({m for _, m in keys}):
+        ks = sorted(k for k, mm in keys if mm == m)
+        for start in range(0, len(ks), 500):
+            yield m, ks[start : start + 500]
+
+
+def _vectors(s: Session, c: Collection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for m, ks in _chunks(keys):
+        q = select(VectorRow.item_key, VectorRow.vector).where(
+            VectorRow.collection_id == c.id, VectorRow.modality == m, VectorRow.item_key.in_(ks)
+        )
+        out.update(((key, m), np.frombuffer(vec, dtype="<f4")) for key, vec in s.execute(q))
+    return out
+
+
+def _kths(s: Session, c: Collection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for m, ks in _chunks(keys):
+        q = select(VectorRow.item_key, VectorRow.hub_kth).where(
+            VectorRow.collection_id == c.id,
+            VectorRow.modality == m,
+            VectorRow.item_key.in_(ks),
+            VectorRow.hub_kth.is_not(None),
+        )
+        out.update(((key, m), float(t)) for key, t in s.execute(q) if t is not None)
+    return out
+
+
+def _existing(s: Session, c: Collection, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for m, ks in _chunks(keys):
+        q = select(VectorRow.item_key).where(
+            VectorRow.collection_id == c.id, VectorRow.modality == m, VectorRow.item_key.in_(ks)
+        )
+        out.update((key, m) for (key,) in s.execute(q))
+    return out
