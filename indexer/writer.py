@@ -42,6 +42,7 @@ from indexer.items import (
 from indexer.moments import Moments
 from indexer.payload import unit_of
 from indexer.scoring import score_members
+from indexer.sketch import count_inserts
 from indexer.vectors import check_rows, problem_of_shape
 
 IN_CHUNK = 500
@@ -291,6 +292,7 @@ def _record(
             (updates if (g.key, m) in existing else inserts).append(row)
     if inserts:
         session.execute(insert(_VECTORS), inserts)  # Core: no ORM bulk bookkeeping
+        count_inserts(session, inserts)  # the score histograms (updates and deletes: triggers)
     if updates:
         session.execute(update(VectorRow), updates)  # bulk UPDATE by primary key
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
