@@ -106,12 +106,17 @@ def _definition(vecs: dict[str, dict[int, np.ndarray]], k: int) -> dict[tuple[in
     return out
 
 
-def test_biases_follow_ingest_delete_and_replace_with_the_stores_own_queries(tmp_path: Path):
+def test_biases_follow_ingest_delete_and_replace_with_the_stores_own_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """After a fit on 250 pairs: 200 more pairs, texts alone, deletions (some of them the nearest
     texts of many images) and a replaced image. Every write queues its changes, the inline
     rescore follows them with nearest-neighbour queries, and every stored bias (SQL and Qdrant)
     is then its definition against the bank *now*, within the refresh's stated bound — here 0."""
+    import indexer.hubness
     from indexer.api import Indexer
+
+    monkeypatch.setattr(indexer.hubness, "REFIT_SHARE", float("inf"))  # change by change, never a refit
     from indexer.items import Item
     from indexer.store import QdrantLocation
 
@@ -154,6 +159,36 @@ def test_biases_follow_ingest_delete_and_replace_with_the_stores_own_queries(tmp
         stats = ix.stats("c")["hubness"]
         assert stats["pending_changes"] == 0 and stats["bank"] == "collection"
         assert_consistent(ix, "c")
+    finally:
+        ix.close()
+
+
+def test_a_long_queue_is_followed_by_recomputing_every_bias(tmp_path: Path):
+    """More queued changes than REFIT_SHARE of the collection: one exact recomputation (cheaper
+    than one query per change, BENCHMARKS.md), the bound back to 0, the queue empty."""
+    from indexer.api import Indexer
+    from indexer.hubness import REFIT_SHARE
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    feats = np.load(COCO).astype(np.float64)
+    ix = Indexer(
+        f"sqlite:///{tmp_path / 'r.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")), auto_rescore=False
+    )
+    try:
+        ix.create_collection("c", dim=512)
+        ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(300)])
+        hubness.fit(ix, "c", k=K, beta=BETA)
+        ix.add("c", [Item({"image": feats[0][i], "text": feats[1][i]}, id=i) for i in range(300, 400)])
+        ix.delete("c", [0, 1, 2])
+        assert ix.stats("c")["hubness"]["pending_changes"] == 206 > REFIT_SHARE * 794
+        rep = ix.rescore("c").hubness
+        assert rep["refit"] and rep["followed"] == 206 and rep["pending"] == 0 and rep["recomputed"] == 794
+        vecs = {m: {i: feats[j][i] for i in range(3, 400)} for j, m in enumerate(("image", "text"))}
+        got, want = _stored(ix, "c"), _definition(vecs, K)
+        assert set(got) == set(want)
+        assert max(abs(got[i][0] - want[i][0]) for i in want) <= 1e-5
+        assert ix.collection("c").hub["bound"] == {}
     finally:
         ix.close()
 
