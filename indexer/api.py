@@ -570,7 +570,9 @@ class Indexer:
             self._rescore_pass(c, rep, all, batch_size, progress)
             rep.freshness = self.freshness(name)
         if c.hub_k is not None:  # the hubness biases follow the changes since the last refresh
-            rep.hubness = hubness.refresh(self.sessions, self.store, c).as_dict()
+            with self.reads() as s:
+                vectors = sum(self.cache.get(s, c.id, m, c.dim)[1].n for m in c.modalities)
+            rep.hubness = hubness.refresh(self.sessions, self.store, c, vectors).as_dict()
         return rep
 
     def _rescore_pass(

@@ -132,20 +132,21 @@ def refresh(
     sessions: sessionmaker[Session],
     store: VectorStore,
     c: Collection,
+    vectors: int,
     *,
     progress: Callable[[int], None] | None = None,
 ) -> Refresh:
-    """Follow every queued change of ``c`` (see the module's docstring). Queries run outside any
-    transaction; each round's biases are written in one short one, which also takes the round's
-    changes off the queue. Writers may run meanwhile: their changes queue behind."""
+    """Follow every queued change of ``c`` (see the module's docstring); ``vectors``: how many
+    the collection holds (the statistics know it). Queries run outside any transaction; each
+    round's biases are written in one short one, which also takes the round's changes off the
+    queue. Writers may run meanwhile: their changes queue behind."""
     out = Refresh()
     if c.hub_k is None:
         return out
     k = int(c.hub_k)
     with sessions() as s:
         queued = pending(s, c)
-        items = int(s.execute(select(func.count()).where(VectorRow.collection_id == c.id)).scalar() or 0)
-    if queued and queued > REFIT_SHARE * items:
+    if queued and queued > REFIT_SHARE * vectors:
         return recompute_all(sessions, store, c)
     near = _Neighbours(store, c)
     while True:
@@ -278,51 +279,85 @@ def _existing(s: Session, c: Collection, keys: set[tuple[str, str]]) -> set[tupl
     return out
 
 
+def queue_end(s: Session, c: Collection) -> int:
+    """The id of the newest queued change (0: none): what a full computation reading now covers."""
+    return int(s.execute(select(func.max(HubPendingRow.id)).where(HubPendingRow.collection_id == c.id)).scalar() or 0)
+
+
+def clear_queue(s: Session, c: Collection, upto: int) -> int:
+    """Take the changes up to ``upto`` off the queue (a full computation covered them); how many."""
+    done = (HubPendingRow.collection_id == c.id, HubPendingRow.id <= upto)
+    n = int(s.execute(select(func.count()).select_from(HubPendingRow).where(*done)).scalar() or 0)
+    s.execute(delete(HubPendingRow).where(*done))
+    return n
+
+
+def write_all(
+    s: Session, c: Collection, items: dict[str, tuple[list[str], np.ndarray]], banks: dict[str, np.ndarray], k: int
+) -> tuple[int, dict[str, float], dict[str, float]]:
+    """Every item's bias and k-th similarity against its modality's bank (``banks``: gallery
+    modality → bank rows; ``items``: modality → item keys and unit vectors), written and marked
+    dirty in the caller's transaction. Returns (items written, mean bias and lowest k-th similarity
+    per modality: the ``center`` and ``floor``)."""
+    written, center, floor = 0, {}, {}
+    for g, bank in banks.items():
+        keys, vecs = items.get(g, ([], np.zeros((0, c.dim))))
+        if not keys or not len(bank):
+            continue
+        mean, kth = top_k(vecs.astype(np.float64), bank.astype(np.float64), k)
+        s.execute(
+            update(VectorRow),
+            [
+                {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b), "hub_kth": float(t)}
+                for key, b, t in zip(keys, mean, kth, strict=True)
+            ],
+        )
+        mark_dirty(s, c.id, keys)
+        written += len(keys)
+        center[g], floor[g] = float(mean.mean()), float(kth.min())
+    return written, center, floor
+
+
 def recompute_all(sessions: sessionmaker[Session], store: VectorStore, c: Collection) -> Refresh:
     """Every bias against the bank as it is now, exact (what ``hubness fit`` does with the fit's
     k); the queue up to the vectors read is done, the bound back to 0."""
-    k = int(c.hub_k or 0)
     with sessions() as s:
-        seen = s.execute(select(func.max(HubPendingRow.id)).where(HubPendingRow.collection_id == c.id)).scalar() or 0
+        seen = queue_end(s, c)
         hub = dict(c.hub or {})
-        banks = user_bank(s, c) if hub.get("bank") == "user" else {}
-        data: dict[str, tuple[list[str], np.ndarray]] = {}
+        user = user_bank(s, c) if hub.get("bank") == "user" else {}
+        items: dict[str, tuple[list[str], np.ndarray]] = {}
         for m in c.modalities:
             rows = s.execute(
                 select(VectorRow.item_key, VectorRow.vector).where(
                     VectorRow.collection_id == c.id, VectorRow.modality == m
                 )
             ).all()
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, c.dim)
-            data[m] = ([r[0] for r in rows], vecs)
+            items[m] = (
+                [r[0] for r in rows],
+                np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, c.dim),
+            )
     gallery = fitted_modalities(c)
+    banks = (
+        {g: user[g] for g in gallery if g in user}
+        if user
+        else {g: items[other_modality(g)][1] for g in gallery if other_modality(g) in items}
+    )
     out = Refresh(refit=True)
-    center, floor = dict(hub.get("center") or {}), dict(hub.get("floor") or {})
     with sessions.begin() as s:
         lock_collection(s, c.id)
-        for g in gallery:
-            keys, vecs = data.get(g, ([], np.zeros((0, c.dim))))
-            bank = banks.get(g) if banks else data.get(other_modality(g), ([], np.zeros((0, c.dim))))[1]
-            if not keys or bank is None or not len(bank):
-                continue
-            mean, kth = top_k(vecs.astype(np.float64), bank.astype(np.float64), k)
-            s.execute(
-                update(VectorRow),
-                [
-                    {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b), "hub_kth": float(t)}
-                    for key, b, t in zip(keys, mean, kth, strict=True)
-                ],
-            )
-            mark_dirty(s, c.id, keys)
-            out.recomputed += len(keys)
-            center[g], floor[g] = float(mean.mean()), float(kth.min())
-        done = (HubPendingRow.collection_id == c.id, HubPendingRow.id <= seen)
-        out.followed = int(s.execute(select(func.count()).select_from(HubPendingRow).where(*done)).scalar() or 0)
-        s.execute(delete(HubPendingRow).where(*done))
+        out.recomputed, center, floor = write_all(s, c, items, banks, int(c.hub_k or 0))
+        out.followed = clear_queue(s, c, seen)
         s.execute(
             update(CollectionRow)
             .where(CollectionRow.id == c.id)
-            .values(hub={**hub, "center": center, "floor": floor, "bound": {}})
+            .values(
+                hub={
+                    **hub,
+                    "center": {**hub.get("center", {}), **center},
+                    "floor": {**hub.get("floor", {}), **floor},
+                    "bound": {},
+                }
+            )
         )
         out.pending = pending(s, c)
     sync_dirty(sessions, store, c)

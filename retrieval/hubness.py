@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, update
 
 from indexer.api import Indexer
-from indexer.db.models import CollectionRow, HubBankRow, HubPendingRow, VectorRow
+from indexer.db.models import CollectionRow, HubBankRow
 from indexer.db.statstore import lock_collection
 from indexer.errors import InvalidInputError
-from indexer.hubness import top_k
+from indexer.hubness import clear_queue, queue_end, top_k, write_all
 from indexer.items import item_key, other_modality
 from indexer.sync import sync_dirty
-from indexer.writer import mark_dirty
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def fit(
                 f"A {bank_modality} bank corrects {other_modality(bank_modality)} items; {name!r} has none."
             )
     with ix.reads() as s:
-        seen = s.execute(select(func.max(HubPendingRow.id)).where(HubPendingRow.collection_id == c.id)).scalar() or 0
+        seen = queue_end(s, c)
     data = {m: ix.vectors(name, m) for m in c.modalities}  # read once: the pairs and the biases
     one_sided = any(not len(data.get(m, ([],))[0]) for m in ("image", "text"))
     if bank is None and one_sided:
@@ -143,33 +142,16 @@ def fit(
         if bank is not None
         else {g: data[other_modality(g)][1] for g in c.modalities}
     )
-    biased = 0
-    center: dict[str, float] = {}
-    floor: dict[str, float] = {}
     with ix.sessions.begin() as s:
         row = lock_collection(s, c.id)
         # the changes queued before the vectors were read are in this fit; later ones stay queued
-        s.execute(delete(HubPendingRow).where(HubPendingRow.collection_id == c.id, HubPendingRow.id <= seen))
+        clear_queue(s, c, seen)
         s.execute(delete(HubBankRow).where(HubBankRow.collection_id == c.id))
         if bank is not None:
             vecs = np.ascontiguousarray(unit(bank), dtype="<f4").tobytes()
             s.add(HubBankRow(collection_id=c.id, modality=bank_modality, vectors=vecs))
-        for g, bank_g in banks.items():
-            ids, gallery, _ = data[g]
-            if not len(ids) or not len(bank_g):
-                continue
-            item_bias, kth = top_k(gallery.astype(np.float64), bank_g.astype(np.float64), k)
-            keys = [item_key(i) for i in ids]
-            s.execute(
-                update(VectorRow),
-                [
-                    {"collection_id": c.id, "item_key": key, "modality": g, "hub_bias": float(b), "hub_kth": float(t)}
-                    for key, b, t in zip(keys, item_bias, kth, strict=True)
-                ],
-            )
-            mark_dirty(s, c.id, keys)
-            biased += len(keys)
-            center[g], floor[g] = float(item_bias.mean()), float(kth.min())
+        items = {g: ([item_key(i) for i in data[g][0]], data[g][1]) for g in banks}
+        biased, center, floor = write_all(s, c, items, banks, k)
         state = {"bank": "user" if bank is not None else "collection", "center": center, "floor": floor, "bound": {}}
         s.execute(
             update(CollectionRow)
