@@ -84,6 +84,22 @@ def _quality_table(ev: dict[str, Any]) -> str:
     for d, f in (ev.get("hubness_offline") or {}).items():
         cells = "".join(f"<td>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>" for k in ("r@1", "r@5", "r@10", "mrr@10"))
         rows.append(f"<tr><td>hubness correction*</td><td>{d.replace('_', ' ')}</td>{cells}</tr>")
+    for label, block in (
+        ("mixed list (calibrated)", ev.get("mixed")),
+        ("mixed list + hubness*", ev.get("mixed_hubness_offline")),
+    ):
+        for d, m in (block or {}).items():
+            f = m["mixed"]
+            cells = "".join(
+                f"<td>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>" for k in ("r@1", "r@5", "r@10", "mrr@10")
+            )
+            sh = m.get("share_of_ceiling") or {}
+            note = (
+                f"{sh.get('r@1', float('nan')):.2f} / {sh.get('r@10', float('nan')):.2f} of the ceiling; images at "
+                f"rank 1 {m['share_of_images_at_rank_1']:.0%}; own modality in the top 10 "
+                f"{m.get('own_modality_share_of_top_10', float('nan')):.0%}"
+            )
+            rows.append(f"<tr><td>{label}</td><td>{d.replace('_', ' ')}</td>{cells}<td>{html.escape(note)}</td></tr>")
     defaults = []
     for d, rec in ((ev.get("defaults") or {}).get("hubness") or {}).items():
         state = "on" if rec["on"] else "off"
@@ -92,7 +108,8 @@ def _quality_table(ev: dict[str, Any]) -> str:
     return (
         f"<h2>Retrieval quality</h2><p>{ev.get('queries')} of {ev.get('pairs')} pairs as queries, "
         f"{ev.get('folds')} folds; * held out (bank = other folds).</p>"
-        "<table><tr><th>option</th><th>direction</th><th>R@1</th><th>R@5</th><th>R@10</th><th>MRR@10</th></tr>"
+        "<table><tr><th>option</th><th>direction</th><th>R@1</th><th>R@5</th><th>R@10</th><th>MRR@10</th>"
+        "<th>mixed lists</th></tr>"
         + "".join(rows)
         + "</table><p>"
         + "<br>".join(defaults)

@@ -5,7 +5,8 @@ are translated to absolute thresholds from the collection's own score distributi
 is a Qdrant formula query over a prefetch: ``similarity + Σ w · (score − μ)/σ`` with μ, σ of the
 collection's stored scores, so weights keep their meaning as the collection grows.
 Mixed-modality search calibrates each modality's similarities per query with the running
-statistics, ``z = (q·v − q·m̂)/sqrt(qᵀΣq)``, so images and texts share one scale.
+statistics, ``z = (score − q·m̂)/sqrt(qᵀΣq)`` (score: the similarity with any rerank or hubness
+terms), so images and texts share one scale.
 """
 
 from __future__ import annotations
@@ -322,7 +323,8 @@ class Searcher:
             applied[f"{t}_similarity_scale"] = s_q
         use, by_default = o.hubness, False
         if use is None:  # the collection's default, chosen by `inforank evaluate`
-            direction = f"{o.query_modality}_to_{t}"
+            # a mixed list has its own default: the correction on both modalities or on neither
+            direction = "mixed" if o.modality == "all" else f"{o.query_modality}_to_{t}"
             rec = ((c.evaluation or {}).get("defaults") or {}).get("hubness", {}).get(direction) or {}
             use = by_default = bool(rec.get("on")) and c.hub_beta is not None
         if use:
@@ -395,8 +397,10 @@ class Searcher:
                 center = float(qt @ mom.mean)
                 scale = float(np.sqrt(max(qt @ mom.covariance @ qt, 1e-12)))
                 for r in rs:
-                    extra = r.score - r.similarity
-                    r.score = (r.similarity - center) / scale + extra
+                    # the whole blended score is in similarity units (rerank terms, hubness
+                    # bias): one per-query scale for all of it, so a term weighs the same in a
+                    # mixed list as in a single-modality one
+                    r.score = (r.score - center) / scale
             merged += rs
         applied["calibrated"] = o.calibrate
         return sorted(merged, key=lambda r: -r.score)

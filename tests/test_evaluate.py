@@ -63,6 +63,51 @@ def test_mixed_search_is_judged_from_both_sides(coco_eval):
     )
 
 
+def test_mixed_list_with_hubness_equals_an_independent_recomputation(coco_eval):
+    """The held-out mixed list with the correction on both modalities, recomputed query by query:
+    the fold's bank is the other folds' items; each item's bias is the mean of its k highest
+    similarities to the bank's items of the other modality, centred on its modality's mean; the
+    corrected similarity is z-calibrated with the collection's running statistics."""
+    ix, feats, out = coco_eval
+    order = [int(i) for i in ix.vectors("c", "image")[0]]  # evaluate's rows follow the store's order
+    vec = {"image": _unit64(feats[0][order]), "text": _unit64(feats[1][order])}
+    mom = {m: ix.moments("c", m)[1] for m in vec}
+    parts = np.array_split(np.random.default_rng(0).permutation(500), 5)
+    for q_mod, g_mod in (("text", "image"), ("image", "text")):
+        d = f"{q_mod}_to_{g_mod}"
+        r1, own, hits = [], [], []
+        for part, kb in zip(parts, out["hubness_offline"][d]["chosen"], strict=True):
+            train = np.setdiff1d(np.arange(500), part)
+            k, beta = kb["k"], kb["beta"]
+            b = {}
+            for m, other in ((g_mod, q_mod), (q_mod, g_mod)):
+                sims = vec[m] @ vec[other][train].T
+                b[m] = np.array([np.mean(sorted(row)[-k:]) for row in sims])
+            for j in part:
+                q = vec[q_mod][j]
+                scored = []
+                for m in (g_mod, q_mod):
+                    sd = np.sqrt(q @ mom[m].covariance @ q)
+                    for i in range(500):
+                        if (m, i) != (q_mod, j):
+                            z = (q @ vec[m][i] - beta * (b[m][i] - b[m].mean()) - q @ mom[m].mean) / sd
+                            scored.append((z, m, i))
+                scored.sort(key=lambda x: -x[0])
+                r1.append(scored[0][1:] == (g_mod, j))
+                own.append(sum(m == q_mod for _, m, _ in scored[:10]) / 10)
+            hits.append(np.mean(r1[-len(part) :]))
+        got = out["mixed_hubness_offline"][d]
+        assert got["mixed"]["r@1"]["mean"] == pytest.approx(np.mean(hits), abs=1e-9), d
+        assert got["own_modality_share_of_top_10"] == pytest.approx(np.mean(own), abs=1e-9), d
+        # a list mixed in fact, not in name: the query's own modality holds a real share of the top 10
+        assert 0.2 < got["own_modality_share_of_top_10"] < 0.8
+        assert 0.2 < out["mixed"][d]["own_modality_share_of_top_10"] < 0.8
+
+
+def _unit64(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+
+
 def test_the_cli_prints_a_table_and_json(tmp_path: Path):
     feats = np.load(COCO).astype(np.float64)
     runner = CliRunner()
@@ -164,5 +209,15 @@ def test_defaults_come_from_the_evaluation(coco_eval):
     auto = s.search("c", q, SearchOptions(k=5))
     assert auto.applied["hubness"]["by_default"] is True
     assert "hubness" not in s.search("c", q, SearchOptions(k=5, hubness=False)).applied
+    # a mixed list follows its own held-out verdict (the correction on both modalities or neither)
+    mixed = out["defaults"]["hubness"]["mixed"]
+    assert mixed["r@1_gain"] == pytest.approx(
+        min(
+            out["mixed_hubness_offline"][d]["mixed"]["r@1"]["mean"] - out["mixed"][d]["mixed"]["r@1"]["mean"]
+            for d in ("text_to_image", "image_to_text")
+        )
+    )
+    got = s.search("c", q, SearchOptions(k=5, modality="all")).applied
+    assert ("hubness" in got) == mixed["on"]
     again = evaluate(ix, "c", folds=5, max_queries=500, options={"plain": {}}, hubness=False, save=False)
     assert again["options"]["plain"] == out["options"]["plain"]

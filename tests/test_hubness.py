@@ -62,6 +62,29 @@ def test_the_formula_ranks_like_the_numpy_definition(fitted):
         assert res.applied["hubness"]["beta"] == BETA
 
 
+def test_a_mixed_list_scores_the_corrected_similarity_on_one_scale_per_query(fitted):
+    """With the correction in a mixed list, each result's score is the *corrected* similarity
+    z-calibrated per query and modality — (cos − β·(b − b̄) − q·m̂)/√(qᵀΣq) — so the term weighs
+    the same as in a single-modality search (it used to be added unscaled, ~10× too light)."""
+    ix, feats, _ = fitted
+    vec = {"image": _unit(feats[0]), "text": _unit(feats[1])}
+    bank = {"image": vec["text"], "text": vec["image"]}
+    s = Searcher(ix)
+    seen = set()
+    for qi in range(0, 500, 50):
+        q = feats[1][qi] / np.linalg.norm(feats[1][qi])
+        res = s.search("c", q, SearchOptions(k=10, modality="all", hubness=True))
+        for h in res.results:
+            seen.add(h.modality)
+            m = h.modality
+            _, mom = ix.moments("c", m)
+            b = np.sort(vec[m] @ bank[m].T, axis=1)[:, -K:].mean(axis=1)
+            sim = float(vec[m][int(h.id)] @ q) - BETA * (b[int(h.id)] - b.mean())
+            z = (sim - q @ mom.mean) / np.sqrt(q @ mom.covariance @ q)
+            assert h.score == pytest.approx(z, abs=1e-4), (qi, h.id, m)
+    assert seen == {"image", "text"}
+
+
 def test_it_lifts_recall_on_the_pairs_it_was_fitted_on(fitted):
     """Not a held-out figure (that is `evaluate`'s): a check that the correction does what it is for."""
     ix, feats, _ = fitted

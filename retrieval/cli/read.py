@@ -298,6 +298,19 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
             f"{share.get('r@1', float('nan')):.2f} of the ceiling, R@10 {share.get('r@10', float('nan')):.2f} of it; "
             f"images at rank 1: {100 * m['share_of_images_at_rank_1']:.0f} %"
         )
+        lines.append(
+            f"    {'':36s}its own modality in the top 10: "
+            f"{100 * m.get('own_modality_share_of_top_10', float('nan')):.0f} %"
+        )
+        mh = (d.get("mixed_hubness_offline") or {}).get(direction)
+        if mh:
+            sh = mh["share_of_ceiling"]
+            lines.append(
+                f"    {'mixed list + hubness (offline*)':36s}{mh['mixed']['r@1']['mean']:.3f} R@1 = "
+                f"{sh['r@1']:.2f} of the corrected ceiling, R@10 {sh['r@10']:.2f} of it; images at rank 1: "
+                f"{100 * mh['share_of_images_at_rank_1']:.0f} %, own modality in the top 10: "
+                f"{100 * mh['own_modality_share_of_top_10']:.0f} %"
+            )
         h = d.get("hubness_offline", {}).get(direction)
         if h:
             cells = "  ".join(f"{h[k]['mean']:.3f} ± {h[k]['std']:.3f}" for k in ("r@1", "r@5", "r@10", "mrr@10"))
