@@ -28,6 +28,7 @@ from indexer.errors import InvalidInputError
 from indexer.hubness import clear_queue, queue_end, top_k, write_all
 from indexer.items import item_key, other_modality
 from indexer.sync import sync_dirty
+from indexer.vectors import check_rows
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,17 @@ def fit(
     if bank is not None:
         if bank_modality not in ("image", "text"):
             raise InvalidInputError(f"bank_modality is image or text, got {bank_modality!r}.")
-        bank = np.asarray(bank, dtype=np.float64)
-        if bank.ndim != 2 or bank.shape[1] != c.dim or not len(bank) or not np.all(np.isfinite(bank)):
-            raise InvalidInputError(
-                f"The bank must be a non-empty finite array of {c.dim}-d vectors, got {bank.shape}."
-            )
-        if np.any(np.linalg.norm(bank, axis=1) == 0):
-            raise InvalidInputError("The bank holds a zero vector.")
+        try:
+            bank = np.asarray(bank, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"The bank must be an array of {c.dim}-d vectors: {exc}") from None
+        if bank.ndim != 2 or not len(bank):
+            raise InvalidInputError(f"The bank must be a non-empty 2-D array of {c.dim}-d vectors, got {bank.shape}.")
+        ck = check_rows(bank, c.dim)  # the writer's own check: finite, a direction, a norm that fits
+        if ck.reasons:
+            row, why = min(ck.reasons.items())
+            raise InvalidInputError(f"Bank row {row}: {why} ({len(ck.reasons)} bad rows of {len(bank)}).")
+        bank = ck.unit.astype(np.float64)
         if other_modality(bank_modality) not in c.modalities:
             raise InvalidInputError(
                 f"A {bank_modality} bank corrects {other_modality(bank_modality)} items; {name!r} has none."

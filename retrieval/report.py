@@ -109,11 +109,7 @@ def _quality_table(ev: dict[str, Any]) -> str:
         f"<h2>Retrieval quality</h2><p>{ev.get('queries')} of {ev.get('pairs')} pairs as queries, "
         f"{ev.get('folds')} folds; * held out (bank = other folds).</p>"
         "<table><tr><th>option</th><th>direction</th><th>R@1</th><th>R@5</th><th>R@10</th><th>MRR@10</th>"
-        "<th>mixed lists</th></tr>"
-        + "".join(rows)
-        + "</table><p>"
-        + "<br>".join(defaults)
-        + "</p>"
+        "<th>mixed lists</th></tr>" + "".join(rows) + "</table><p>" + "<br>".join(defaults) + "</p>"
     )
 
 

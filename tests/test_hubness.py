@@ -293,6 +293,12 @@ def test_a_user_bank_corrects_an_image_only_collection(tmp_path: Path):
             hubness.fit(ix, "pics")  # one modality, no bank
         with pytest.raises(InvalidInputError, match="give k and beta"):
             hubness.fit(ix, "pics", bank=feats[1][250:])
+        huge = feats[1][250:].copy()
+        huge[3] *= 1e300  # its norm overflows: a silent zero vector unless refused
+        with pytest.raises(InvalidInputError, match="Bank row 3: vector norm"):
+            hubness.fit(ix, "pics", k=K, beta=BETA, bank=huge)
+        with pytest.raises(InvalidInputError, match="Bank row 0: .*512"):
+            hubness.fit(ix, "pics", k=K, beta=BETA, bank=feats[1][250:, :100])
         out = hubness.fit(ix, "pics", k=K, beta=BETA, bank=feats[1][250:], bank_modality="text")
         assert out["user_bank"] and out["bank"] == {"image": 250} and out["items"] == 500
         img, bank = _unit(feats[0]), feats[1][250:] / np.linalg.norm(feats[1][250:], axis=1, keepdims=True)

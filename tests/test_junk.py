@@ -149,3 +149,115 @@ def test_cli_junk_never_a_traceback_and_stores_agree(tmp_path: Path, monkeypatch
         assert_consistent(ix, "c")
     finally:
         ix.close()
+
+
+#: a bank of query vectors, with junk where the stores and the numpy fit will see it
+bank = st.lists(st.lists(number, min_size=D, max_size=D) | st.lists(st.floats(-10, 10), max_size=6), max_size=5)
+#: labelled queries as `evaluate --queries` and the HTTP body take them
+labelled = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "vector": vector,
+            "text": text | json_value,
+            "relevant": st.lists(json_value | text, max_size=3) | json_value,
+            "modality": st.sampled_from(["image", "text", "all"]) | json_value,
+            "target": st.sampled_from(["image", "text", "all"]) | json_value,
+            "oops": json_value,
+        },
+    ),
+    max_size=4,
+)
+
+
+def _pairs_collection(ix: Indexer, n: int = 30) -> None:
+    from indexer.items import Item
+
+    rng = np.random.default_rng(1)
+    ix.create_collection("c", dim=D, min_count=2)
+    ix.add("c", [Item({"image": rng.normal(size=D), "text": rng.normal(size=D)}, id=f"p{i}") for i in range(n)])
+
+
+def test_http_junk_banks_and_labelled_queries_never_500(tmp_path: Path):
+    """`POST …/hubness` with a junk bank, k and β, and `POST …/evaluate` with junk labelled
+    queries: a 4xx (or a fit), never a 500; the stores still agree afterwards."""
+    ix = Indexer(f"sqlite:///{tmp_path / 'j.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "edge")))
+    _pairs_collection(ix)
+    tc = TestClient(create_app(ix), raise_server_exceptions=False)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        fit=st.fixed_dictionaries(
+            {},
+            optional={
+                "bank": bank | json_value,
+                "bank_modality": st.sampled_from(["image", "text"]) | json_value,
+                "k": json_value | st.integers(-3, 50),
+                "beta": number | json_value,
+            },
+        ),
+        queries=labelled,
+        folds=json_value | st.integers(-1, 30),
+    )
+    def junk(fit, queries, folds):
+        r = tc.post("/collections/c/hubness", content=_dumps(fit), headers={"content-type": "application/json"})
+        assert r.status_code < 500, (fit, r.text)
+        body = {"queries": queries, "folds": folds, "max_queries": 20}
+        r = tc.post("/collections/c/evaluate", content=_dumps(body), headers={"content-type": "application/json"})
+        assert r.status_code < 500, (body, r.text)
+
+    try:
+        junk()
+        assert_consistent(ix, "c")
+    finally:
+        ix.close()
+
+
+def test_cli_junk_banks_and_labelled_queries_never_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`hubness fit --bank FILE` with junk arrays and `evaluate --queries FILE` with junk lines:
+    exit 0, 1 or 2 with a message, never a traceback."""
+    from indexer.settings import Settings
+
+    s = Settings()
+    ix = Indexer(s.db_url(), s.qdrant())
+    try:
+        _pairs_collection(ix)
+    finally:
+        ix.close()
+    n = 0
+    arrays = st.sampled_from(
+        [
+            np.full((3, D), np.nan),
+            np.full((2, D), 1e300),
+            np.zeros((4, D)),
+            np.ones((2, D + 1)),
+            np.ones(D),
+            np.empty((0, D)),
+            np.array([["a"] * D]),
+            np.ones((3, D), dtype=np.float16),
+        ]
+    )
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(arr=arrays, queries=labelled, raw=st.binary(max_size=40))
+    def junk(arr, queries, raw):
+        nonlocal n
+        n += 1
+        b = tmp_path / f"bank{n}.npy"
+        np.save(b, arr)
+        r = runner.invoke(app, ["hubness", "fit", "c", "--bank", str(b), "--k", "2", "--beta", "0.5"])
+        assert r.exit_code in (0, 1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        b.write_bytes(raw)  # not an array at all
+        r = runner.invoke(app, ["hubness", "fit", "c", "--bank", str(b)])
+        assert r.exit_code in (1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        q = tmp_path / f"q{n}.jsonl"
+        q.write_bytes(b"\n".join(_dumps(x) for x in queries) + b"\n" + raw)
+        r = runner.invoke(app, ["evaluate", "c", "--queries", str(q), "--folds", "2"])
+        assert r.exit_code in (0, 1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+
+    junk()
+    ix = Indexer(s.db_url(), s.qdrant())
+    try:
+        assert_consistent(ix, "c")
+    finally:
+        ix.close()
