@@ -2,6 +2,14 @@
 fit's wall time. Embedded default (Qdrant Edge + SQLite), synthetic CLIP-shaped pairs.
 
     python -m bench.hubness [--pairs 50000] [--queries 200]
+
+``--follow``: what following the bank costs after a fit — fit on ``--pairs`` pairs, add
+``--grow`` % more, ``rescore``; wall time of each, biases recomputed, the largest distance of any
+stored bias from its definition against the bank *now* (numpy over every stored vector), and the
+bound the refresh reports. Each way of following runs on its own copy: change by change (the
+store's nearest-neighbour queries; ``REFIT_SHARE`` set out of reach) and as the refresh chooses.
+
+    python -m bench.hubness --follow [--pairs 20000] [--grow 5]
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import clip_like, report
+from indexer import hubness as following
 from indexer.api import Indexer
 from indexer.items import Item
 from indexer.store import QdrantLocation
@@ -61,9 +70,81 @@ def run(pairs: int = 50_000, nq: int = 200) -> dict:
     )
 
 
+def _worst_error(ix: Indexer, name: str, k: int) -> float:
+    """Largest |stored bias − definition| over every item: the mean of its k highest cosines to
+    the other modality's items now."""
+    from sqlalchemy import select
+
+    from indexer.db.models import PointRow, VectorRow
+
+    c = ix.collection(name)
+    vec = {m: ix.vectors(name, m) for m in ("image", "text")}
+    with ix.reads() as s:
+        rows = s.execute(
+            select(PointRow.user_id, VectorRow.modality, VectorRow.hub_bias)
+            .join(
+                PointRow,
+                (PointRow.collection_id == VectorRow.collection_id) & (PointRow.item_key == VectorRow.item_key),
+            )
+            .where(VectorRow.collection_id == c.id)
+        ).all()
+    stored = {(str(u), m): b for u, m, b in rows}
+    worst = 0.0
+    for m, o in (("image", "text"), ("text", "image")):
+        ids, units = vec[m][0], vec[m][1].astype(np.float64)
+        bank = vec[o][1].astype(np.float64).T
+        for start in range(0, len(ids), 2048):  # blocks: never an N × N matrix in memory
+            top = np.sort(units[start : start + 2048] @ bank, axis=1)[:, -k:].mean(axis=1)
+            got = np.array([stored[(str(i), m)] for i in ids[start : start + 2048]], dtype=np.float64)
+            worst = max(worst, float(np.max(np.abs(got - top))))
+    return worst
+
+
+def follow(pairs: int = 20_000, grow_pct: float = 5.0, k: int = 8, beta: float = 0.5) -> dict:
+    """Fit, grow, follow: once change by change, once as the refresh chooses (fresh stores each)."""
+    extra = max(1, int(pairs * grow_pct / 100))
+    img, txt = clip_like(pairs + extra, seed=1), clip_like(pairs + extra, seed=2, shift=1)
+    out: dict = {"pairs": pairs, "grow_pct": grow_pct, "k": k, "beta": beta, "refit_share": following.REFIT_SHARE}
+    for way, share in (("change_by_change", float("inf")), ("as_chosen", following.REFIT_SHARE)):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            ix = Indexer(
+                f"sqlite:///{root / 'h.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False
+            )
+            saved, following.REFIT_SHARE = following.REFIT_SHARE, share
+            try:
+                ix.create_collection("c", dim=512)
+                ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
+                t = time.perf_counter()
+                hubness.fit(ix, "c", k=k, beta=beta)
+                fit_s = time.perf_counter() - t
+                more = [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs, pairs + extra)]
+                ix.add("c", more, batch_size=4096)
+                t = time.perf_counter()
+                rep = ix.rescore("c")
+                follow_s = time.perf_counter() - t
+                out[way] = {
+                    "fit_s": fit_s,
+                    "rescore_s": follow_s,
+                    "rescore_over_fit": follow_s / fit_s,
+                    **(rep.hubness or {}),
+                    "worst_error": _worst_error(ix, "c", k),
+                }
+            finally:
+                following.REFIT_SHARE = saved
+                ix.close()
+        print(way, out[way], flush=True)
+    return report("hubness_follow", out)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--pairs", type=int, default=50_000)
     p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--follow", action="store_true", help="measure following the bank after a fit instead")
+    p.add_argument("--grow", type=float, default=5.0, help="--follow: per cent more pairs after the fit")
     a = p.parse_args()
-    run(a.pairs, a.queries)
+    if a.follow:
+        follow(a.pairs, a.grow)
+    else:
+        run(a.pairs, a.queries)

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import encode, freshness, hubness, ingest, scoring, search, stats_persist
+from bench import encode, evaluate, freshness, hubness, ingest, scoring, search, stats_persist
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
         ingest.run(n),
         freshness.run(n),
         hubness.run(n // 2, 50 if a.small else 200),
+        hubness.follow(n // 50 if a.small else n // 5),
+        evaluate.run(n // 10),
         search.run(n, 50 if a.small else 200),
         encode.run(n=64 if a.small else 512),
     ]
