@@ -117,8 +117,8 @@ def fit(
             raise InvalidInputError(f"The bank must be a non-empty 2-D array of {c.dim}-d vectors, got {bank.shape}.")
         ck = check_rows(bank, c.dim)  # the writer's own check: finite, a direction, a norm that fits
         if ck.reasons:
-            row, why = min(ck.reasons.items())
-            raise InvalidInputError(f"Bank row {row}: {why} ({len(ck.reasons)} bad rows of {len(bank)}).")
+            first, why = min(ck.reasons.items())
+            raise InvalidInputError(f"Bank row {first}: {why} ({len(ck.reasons)} bad rows of {len(bank)}).")
         bank = ck.unit.astype(np.float64)
         if other_modality(bank_modality) not in c.modalities:
             raise InvalidInputError(

@@ -297,7 +297,7 @@ def test_a_user_bank_corrects_an_image_only_collection(tmp_path: Path):
         huge[3] *= 1e300  # its norm overflows: a silent zero vector unless refused
         with pytest.raises(InvalidInputError, match="Bank row 3: vector norm"):
             hubness.fit(ix, "pics", k=K, beta=BETA, bank=huge)
-        with pytest.raises(InvalidInputError, match="Bank row 0: .*512"):
+        with pytest.raises(InvalidInputError, match=r"Bank row 0: .*512"):
             hubness.fit(ix, "pics", k=K, beta=BETA, bank=feats[1][250:, :100])
         out = hubness.fit(ix, "pics", k=K, beta=BETA, bank=feats[1][250:], bank_modality="text")
         assert out["user_bank"] and out["bank"] == {"image": 250} and out["items"] == 500
