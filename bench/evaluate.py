@@ -31,7 +31,7 @@ def paired(n: int, d: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     latent = rng.standard_normal((n, d)) * scales
     out = []
     for shift in (0, 1):
-        x = latent + 0.8 * rng.standard_normal((n, d)) * scales
+        x = latent + 1.5 * rng.standard_normal((n, d)) * scales
         x[:, shift] += 1.5
         out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
     return out[0], out[1]
