@@ -235,8 +235,7 @@ def _mixed_hubness(s: Searcher, name: str, p: Pairs, parts: list[np.ndarray], hu
     their texts, a text's from their images), with the (k, β) that fold chose for the query's
     direction on its training folds. m̂ and Σ are the collection's running statistics, as in search."""
     vec = {m: unit(v) for m, v in p.vectors.items()}
-    c = s.ix.collection(name)
-    mom = {m: s._moments(c, m) for m in vec}
+    mom = {m: s.ix.moments(name, m)[1] for m in vec}  # the running statistics search calibrates with
     everyone = np.arange(len(p.ids))
     out: dict[str, Any] = {}
     for q_mod, g_mod in DIRECTIONS:
