@@ -112,7 +112,7 @@ def fit(
         try:
             bank = np.asarray(bank, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"The bank must be an array of {c.dim}-d vectors: {exc}") from None
+            raise InvalidInputError(f"The bank must be rows of {c.dim} numbers each: {exc}") from None
         if bank.ndim != 2 or not len(bank):
             raise InvalidInputError(f"The bank must be a non-empty 2-D array of {c.dim}-d vectors, got {bank.shape}.")
         ck = check_rows(bank, c.dim)  # the writer's own check: finite, a direction, a norm that fits

@@ -309,8 +309,8 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
 
     @app.post("/collections/{name}/hubness")
     def hubness_fit(name: str, body: HubnessIn) -> dict[str, Any]:
-        bank = None if body.bank is None else np.asarray(body.bank, dtype=np.float64)
-        return backend.hubness_fit(name, k=body.k, beta=body.beta, bank=bank, bank_modality=body.bank_modality)
+        # the library checks the bank (a ragged list of rows is a 400 there, not a 500 here)
+        return backend.hubness_fit(name, k=body.k, beta=body.beta, bank=body.bank, bank_modality=body.bank_modality)
 
     @app.post("/collections/{name}/align")
     def align_fit(name: str, body: AlignIn) -> dict[str, Any]:

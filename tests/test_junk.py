@@ -184,6 +184,8 @@ def test_http_junk_banks_and_labelled_queries_never_500(tmp_path: Path):
     ix = Indexer(f"sqlite:///{tmp_path / 'j.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "edge")))
     _pairs_collection(ix)
     tc = TestClient(create_app(ix), raise_server_exceptions=False)
+    ragged = tc.post("/collections/c/hubness", json={"bank": [[0, 0, 0, 0], []]})  # found by this test once
+    assert ragged.status_code == 400 and "bank" in ragged.text.lower(), ragged.text
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
