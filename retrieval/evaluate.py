@@ -26,6 +26,7 @@ import numpy as np
 
 from indexer.api import Indexer
 from indexer.errors import InvalidInputError
+from indexer.items import other_modality
 from retrieval.hubness import HUB_GRID, Pairs, bias, choose, pairs, ranks, unit
 from retrieval.options import Modality
 from retrieval.search import Searcher, SearchOptions
@@ -142,15 +143,35 @@ def evaluate(
     out["options"] = results
     out["mixed"] = _mixed(s, name, p, parts, results.get("plain"), progress)
     if hubness:
-        out["hubness_offline"] = _hubness(p, parts)
-        out["mixed_hubness_offline"] = _mixed_hubness(s, name, p, parts, out["hubness_offline"])
+        held = _HeldOut(p, parts)
+        out["hubness_offline"] = _hubness(held)
+        out["mixed_hubness_offline"] = _mixed_hubness(s, name, held, out["hubness_offline"])
         out["defaults"] = choose_defaults(out)
     if save:
         ix.set_evaluation(name, {**(ix.collection(name).evaluation or {}), **out})
     return out
 
 
-def _hubness(p: Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
+class _HeldOut:
+    """The pairs' unit vectors and each fold's held-out biases, each computed once: the hubness
+    figures and the corrected mixed list use the same ones."""
+
+    def __init__(self, p: Pairs, parts: list[np.ndarray]) -> None:
+        self.vec = {m: unit(v) for m, v in p.vectors.items()}
+        self.parts = parts
+        everyone = np.arange(len(p.ids))
+        self.train = [np.setdiff1d(everyone, part) for part in parts]
+        self._biases: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def bias(self, m: str, fold: int, k: int) -> np.ndarray:
+        """Modality ``m``'s items' biases against the other modality's items outside ``fold``."""
+        key = (m, fold, k)
+        if key not in self._biases:
+            self._biases[key] = bias(self.vec[m], self.vec[other_modality(m)][self.train[fold]], k)
+        return self._biases[key]
+
+
+def _hubness(h: _HeldOut) -> dict[str, Any]:
     """Nearest-neighbour normalisation, computed held out here (``search --hubness`` applies
     the same correction with a bias fitted on the whole collection, which would leak a query's
     own pair into its bias if evaluated through it): the similarity
@@ -158,17 +179,15 @@ def _hubness(p: Pairs, parts: list[np.ndarray]) -> dict[str, Any]:
     queries. The bank of a fold is the other folds' items of the query modality, so a query's own
     pair never feeds the bias its ranking uses; k and β are chosen on the training folds only
     (split in two: one half queries, the other the bank)."""
-    vec = {m: unit(v) for m, v in p.vectors.items()}
-    everyone = np.arange(len(p.ids))
+    vec = h.vec
     out: dict[str, Any] = {}
     for q_mod, g_mod in DIRECTIONS:
         gallery = vec[g_mod]
         per_fold, chosen = [], []
-        for part in parts:
-            train = np.setdiff1d(everyone, part)
+        for f, (part, train) in enumerate(zip(h.parts, h.train, strict=True)):
             k, beta = choose(vec[q_mod], gallery, train)
             chosen.append({"k": k, "beta": beta})
-            r = ranks(vec[q_mod][part], gallery, part, bias(gallery, vec[q_mod][train], k), beta)
+            r = ranks(vec[q_mod][part], gallery, part, h.bias(g_mod, f, k), beta)
             per_fold.append(_metrics(list(r)))
         out[f"{q_mod}_to_{g_mod}"] = {**_spread(per_fold), "chosen": chosen}
     return out
@@ -227,26 +246,24 @@ def _mixed_entry(
     return entry
 
 
-def _mixed_hubness(s: Searcher, name: str, p: Pairs, parts: list[np.ndarray], hub: dict[str, Any]) -> dict[str, Any]:
+def _mixed_hubness(s: Searcher, name: str, h: _HeldOut, hub: dict[str, Any]) -> dict[str, Any]:
     """The calibrated mixed list with the hubness correction on both modalities, as
     ``search --modality all --hubness`` scores it — ``(cos(q, v) − β·(b(v) − b̄) − q·m̂)/√(qᵀΣq)``
     per modality, b̄ the modality's mean bias — computed here held out like
     :func:`_hubness`: each fold's biases come from the other folds' items (an image's bias from
     their texts, a text's from their images), with the (k, β) that fold chose for the query's
     direction on its training folds. m̂ and Σ are the collection's running statistics, as in search."""
-    vec = {m: unit(v) for m, v in p.vectors.items()}
+    vec = h.vec
     mom = {m: s.ix.moments(name, m)[1] for m in vec}  # the running statistics search calibrates with
-    everyone = np.arange(len(p.ids))
     out: dict[str, Any] = {}
     for q_mod, g_mod in DIRECTIONS:
         d = f"{q_mod}_to_{g_mod}"
         per_fold, images_first, own = [], [], []
-        for part, kb in zip(parts, hub[d]["chosen"], strict=True):
-            train = np.setdiff1d(everyone, part)
+        for f, (part, kb) in enumerate(zip(h.parts, hub[d]["chosen"], strict=True)):
             q = vec[q_mod][part]
             cal = {}
-            for m, other in ((g_mod, q_mod), (q_mod, g_mod)):
-                b = bias(vec[m], vec[other][train], kb["k"])
+            for m in (g_mod, q_mod):
+                b = h.bias(m, f, kb["k"])
                 sim = q @ vec[m].T - kb["beta"] * (b - b.mean())[None, :]
                 scale = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", q, mom[m].covariance, q), 1e-12))
                 cal[m] = (sim - (q @ mom[m].mean)[:, None]) / scale[:, None]
