@@ -143,7 +143,7 @@ def fit(
     if not (1 <= k <= 1000 and 0 <= beta <= 10):
         raise InvalidInputError(f"k must be 1–1000 and beta 0–10, got k={k}, beta={beta}.")
     banks = (
-        {other_modality(bank_modality): unit(bank)}
+        {other_modality(bank_modality): bank}  # unit rows already (the check above)
         if bank is not None
         else {g: data[other_modality(g)][1] for g in c.modalities}
     )
@@ -153,7 +153,7 @@ def fit(
         clear_queue(s, c, seen)
         s.execute(delete(HubBankRow).where(HubBankRow.collection_id == c.id))
         if bank is not None:
-            vecs = np.ascontiguousarray(unit(bank), dtype="<f4").tobytes()
+            vecs = np.ascontiguousarray(bank, dtype="<f4").tobytes()
             s.add(HubBankRow(collection_id=c.id, modality=bank_modality, vectors=vecs))
         items = {g: ([item_key(i) for i in data[g][0]], data[g][1]) for g in banks}
         biased, center, floor = write_all(s, c, items, banks, k)
