@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import Result
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -83,6 +85,16 @@ def _dumps(x) -> bytes:
     return json.dumps(x, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
+def _post(tc: TestClient, path: str, body) -> Any:
+    """POST any JSON-able junk (NaN, lone surrogates included) as the body, byte for byte."""
+    return tc.post(path, content=_dumps(body), headers={"content-type": "application/json"})
+
+
+def _no_traceback(r: Result, codes: tuple[int, ...] = (0, 1, 2)) -> None:
+    """A CLI run ended with one of ``codes`` and a message, not an exception's traceback."""
+    assert r.exit_code in codes and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
@@ -103,11 +115,9 @@ def test_http_junk_never_500_and_stores_agree(db_url: str, tmp_path: Path):
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(items=st.lists(item, max_size=2) | st.lists(valid_item, max_size=5), search=search_body)
     def junk(items, search):
-        r = tc.post(
-            "/collections/c/items", content=_dumps({"items": items}), headers={"content-type": "application/json"}
-        )
+        r = _post(tc, "/collections/c/items", {"items": items})
         assert r.status_code < 500, r.text
-        r = tc.post("/collections/c/search", content=_dumps(search), headers={"content-type": "application/json"})
+        r = _post(tc, "/collections/c/search", search)
         assert r.status_code < 500, (search, r.text)
 
     try:
@@ -134,11 +144,11 @@ def test_cli_junk_never_a_traceback_and_stores_agree(tmp_path: Path, monkeypatch
         f = tmp_path / f"junk{n}.jsonl"
         f.write_bytes(b"\n".join(_dumps(r) for r in records) + b"\n{bad json\n")
         r = runner.invoke(app, ["ingest", "c", "--vectors", str(f), "--modality", "image", "--json"])
-        assert r.exit_code in (0, 1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        _no_traceback(r)
         q = tmp_path / "q.npy"
         np.save(q, np.ones(D))
         r = runner.invoke(app, ["search", "c", "--vector", str(q), "--modality", "image", "--filter", json.dumps(flt)])
-        assert r.exit_code in (0, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        _no_traceback(r, (0, 2))
 
     junk()
     from indexer.settings import Settings
@@ -178,10 +188,10 @@ def _pairs_collection(ix: Indexer, n: int = 30) -> None:
     ix.add("c", [Item({"image": rng.normal(size=D), "text": rng.normal(size=D)}, id=f"p{i}") for i in range(n)])
 
 
-def test_http_junk_banks_and_labelled_queries_never_500(tmp_path: Path):
+def test_http_junk_banks_and_labelled_queries_never_500(db_url: str, tmp_path: Path):
     """`POST …/hubness` with a junk bank, k and β, and `POST …/evaluate` with junk labelled
     queries: a 4xx (or a fit), never a 500; the stores still agree afterwards."""
-    ix = Indexer(f"sqlite:///{tmp_path / 'j.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "edge")))
+    ix = Indexer(db_url, QdrantLocation(edge_path=str(tmp_path / "edge")))
     _pairs_collection(ix)
     tc = TestClient(create_app(ix), raise_server_exceptions=False)
     ragged = tc.post("/collections/c/hubness", json={"bank": [[0, 0, 0, 0], []]})  # found by this test once
@@ -202,10 +212,10 @@ def test_http_junk_banks_and_labelled_queries_never_500(tmp_path: Path):
         folds=json_value | st.integers(-1, 30),
     )
     def junk(fit, queries, folds):
-        r = tc.post("/collections/c/hubness", content=_dumps(fit), headers={"content-type": "application/json"})
+        r = _post(tc, "/collections/c/hubness", fit)
         assert r.status_code < 500, (fit, r.text)
         body = {"queries": queries, "folds": folds, "max_queries": 20}
-        r = tc.post("/collections/c/evaluate", content=_dumps(body), headers={"content-type": "application/json"})
+        r = _post(tc, "/collections/c/evaluate", body)
         assert r.status_code < 500, (body, r.text)
 
     try:
@@ -215,10 +225,14 @@ def test_http_junk_banks_and_labelled_queries_never_500(tmp_path: Path):
         ix.close()
 
 
-def test_cli_junk_banks_and_labelled_queries_never_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_cli_junk_banks_and_labelled_queries_never_a_traceback(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """`hubness fit --bank FILE` with junk arrays and `evaluate --queries FILE` with junk lines:
     exit 0, 1 or 2 with a message, never a traceback."""
     from indexer.settings import Settings
+
+    monkeypatch.setenv("INFORANK_DATABASE_URL", db_url)
 
     s = Settings()
     ix = Indexer(s.db_url(), s.qdrant())
@@ -248,14 +262,14 @@ def test_cli_junk_banks_and_labelled_queries_never_a_traceback(tmp_path: Path, m
         b = tmp_path / f"bank{n}.npy"
         np.save(b, arr)
         r = runner.invoke(app, ["hubness", "fit", "c", "--bank", str(b), "--k", "2", "--beta", "0.5"])
-        assert r.exit_code in (0, 1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        _no_traceback(r)
         b.write_bytes(raw)  # not an array at all
         r = runner.invoke(app, ["hubness", "fit", "c", "--bank", str(b)])
-        assert r.exit_code in (1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        _no_traceback(r, (1, 2))
         q = tmp_path / f"q{n}.jsonl"
         q.write_bytes(b"\n".join(_dumps(x) for x in queries) + b"\n" + raw)
         r = runner.invoke(app, ["evaluate", "c", "--queries", str(q), "--folds", "2"])
-        assert r.exit_code in (0, 1, 2) and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        _no_traceback(r)
 
     junk()
     ix = Indexer(s.db_url(), s.qdrant())
