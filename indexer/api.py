@@ -223,11 +223,16 @@ class Indexer:
         batch_size: int = DEFAULT_BATCH,
         model: tuple[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        index: bool = False,
     ) -> BatchReport:
         """Ingest items in batches; each batch is one commit followed by a Qdrant sync.
 
         ``model`` is the ``(model, pretrained)`` that produced the vectors; a mismatch with the
-        collection's identity is refused before anything is written.
+        collection's identity is refused before anything is written. ``index``: on a store that
+        builds its HNSW index only when asked (the embedded default), build it a segment at a
+        time as the write goes (each time a segment's worth of points is outside it), then once
+        more at the end where the policy says it is due: every build stays bounded instead of
+        one build over everything at the end (``BatchReport.index_builds``).
         """
         c = self.collection(name)
         if model is not None:
@@ -247,11 +252,24 @@ class Indexer:
                 if progress:
                     progress(len(buf))
                 buf = []
+                if index and self._segment_due(name, c):
+                    total.index_builds.append(self.optimize(name, force=True))
         if buf:
             total.extend(self._write_batch(c, buf, offset))
             if progress:
                 progress(len(buf))
+        if index and total.ingested and self.index_state(name)["optimize_due"]:
+            total.index_builds.append(self.optimize(name))
         return total
+
+    def _segment_due(self, name: str, c: Collection) -> bool:
+        """A segment's worth of vectors is outside the HNSW index of a store that bounds its
+        segments and builds only when asked."""
+        per = self.store.segment_points
+        if per is None:
+            return False
+        st = self.index_state(name)
+        return not st["automatic"] and st["vectors"] - st["indexed_vectors"] >= per * len(c.vector_names)
 
     def _write_batch(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
         try:
@@ -738,6 +756,7 @@ class Indexer:
             "vectors": vectors,
             "indexed_vectors": min(info.indexed_vectors, vectors),
             "automatic": info.automatic,
+            "segments": info.segments,
             "optimize_due": due,
         }
 

@@ -83,6 +83,8 @@ class BatchReport:
     #: a rescore is due and too large to run inside the write (the service runs it in the
     #: background; the embedded default has ``inforank rescore --watch``)
     rescore_due: bool = False
+    #: HNSW builds the write asked for (``Indexer.add(index=True)``): what :meth:`Indexer.optimize` returned
+    index_builds: list[dict[str, Any]] = field(default_factory=list)
 
     def extend(self, other: BatchReport) -> None:
         self.ingested += other.ingested

@@ -105,8 +105,10 @@ class LocalBackend:
     def ingest(
         self, name: str, reads: Iterable[Item | Rejection], *, batch_size: int, progress: Progress, encoded: bool
     ) -> dict[str, Any]:
-        rep = self.ix.add(name, reads, batch_size=batch_size, progress=progress)
-        return ingest_summary(
+        # the embedded store's HNSW index is built a segment at a time as the ingest goes (a
+        # service leaves it to POST …/optimize: the build holds its process)
+        rep = self.ix.add(name, reads, batch_size=batch_size, progress=progress, index=True)
+        out = ingest_summary(
             name,
             len(rep.ingested),
             len(rep.unchanged),
@@ -115,6 +117,9 @@ class LocalBackend:
             [{"id": r.id, "reason": r.reason} for r in rep.quarantined],
             rep.replayed,
         )
+        if rep.index_builds:
+            out["index_builds"] = rep.index_builds
+        return out
 
     def delete(self, name: str, ids: Sequence[str | int]) -> dict[str, Any]:
         return self.ix.delete(name, ids)

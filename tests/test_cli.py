@@ -174,3 +174,22 @@ def test_rejection_indices_are_input_positions(tmp_path):
     np.save(tmp_path / "m.npy", np.array([[1.0, 2, 3, 4], [0, 0, 0, 0], [1, 1, 1, 1]]))
     code, out = run("ingest", "c", "--vectors", str(tmp_path / "m.npy"), "--modality", "image", "--json")
     assert [r["index"] for r in json.loads(out)["rejected"]] == [1]
+
+
+def test_ingest_builds_the_index_a_segment_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import indexer.api
+    from indexer.store.edge import EdgeStore
+
+    monkeypatch.setattr(EdgeStore, "index_threshold_kb", 1)
+    monkeypatch.setattr(EdgeStore, "segment_points", 500)
+    monkeypatch.setattr(indexer.api, "INDEX_MIN_VECTORS", 1000)
+    img, _ = ellipsoid_pairs(2000, D, seed=7)
+    np.savez(tmp_path / "a.npz", vectors=img[:1500], ids=np.arange(1500))
+    np.savez(tmp_path / "b.npz", vectors=img[1500:], ids=np.arange(1500, 2000))
+    assert run("create", "c", "--dim", str(D), "--min-count", "4")[0] == 0
+    a = ("ingest", "c", "--vectors", str(tmp_path / "a.npz"), "--modality", "image", "--batch-size", "250")
+    code, out = run(*a, "--json")
+    builds = json.loads(out)["index_builds"]
+    assert code == 0 and len(builds) >= 2 and builds[-1]["after"]["indexed_vectors"] == 1500
+    code, out = run("ingest", "c", "--vectors", str(tmp_path / "b.npz"), "--modality", "image", "--batch-size", "250")
+    assert code == 0 and "built the HNSW index" in out and "2000 of 2000 vectors in it" in out

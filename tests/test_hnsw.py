@@ -2,6 +2,8 @@
 request; the candidate plan and filters still hold. Small thresholds stand in for the real
 ones (50k vectors, 10 MB segments) so the index is built in seconds."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,63 @@ def test_filters_and_the_candidate_plan_on_the_index(hnsw_ix):
         cut = got.applied["image_info_gain_cutoff"]
         assert all(r.info_gain is None or r.info_gain >= cut for r in got.results)
         assert len({r.id for r in got.results} & {r.id for r in exact.results}) >= 8
+
+
+def _grow(root, segment_points):
+    """N pairs ingested with ``index=True`` into a store whose segments hold at most
+    ``segment_points`` points (None: Edge's own behaviour, no bound)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EdgeStore, "index_threshold_kb", 1)
+        mp.setattr(EdgeStore, "segment_points", segment_points)
+        mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
+        ix = Indexer(f"sqlite:///{root / 'i.sqlite'}", QdrantLocation(edge_path=str(root / "q")))
+        ix.create_collection("c", dim=D, min_count=8)
+        img, txt = ellipsoid_pairs(N, D, seed=5)
+        rep = ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(N)], batch_size=250, index=True)
+        return ix, rep, img
+
+
+def test_a_growing_collection_is_indexed_a_bounded_segment_at_a_time(tmp_path):
+    """Edge merges every segment into one unless told a maximum, so each build would index the
+    whole collection again (an hour at 1M on 2 cores). With the bound, ``add(index=True)`` builds
+    as the collection grows, segments stay apart, and searches over them stay right."""
+    ix, rep, img = _grow(tmp_path / "bounded", 250)
+    try:
+        # builds during the write, each once a segment's worth was outside the index
+        assert len(rep.index_builds) >= 3
+        assert all(b["built"] and b["after"]["indexed_vectors"] == b["after"]["vectors"] for b in rep.index_builds)
+        state = ix.index_state("c")
+        assert state["indexed_vectors"] == 2 * N and not state["optimize_due"]
+        bounded = state["segments"]
+        s = Searcher(ix)
+        for i in range(0, 100, 10):
+            approx = s.search("c", img[i], SearchOptions(k=10, query_modality="image"))
+            assert approx.applied["image_search"]["method"] == "hnsw"
+            sims = _unit(img) @ _unit(img[i])
+            assert len({int(r.id) for r in approx.results} & set(np.argsort(-sims)[:10].tolist())) >= 9
+    finally:
+        ix.close()
+    # the same write without the bound: one build at the end, everything merged into one segment
+    ix, rep, _ = _grow(tmp_path / "unbounded", None)
+    try:
+        assert len(rep.index_builds) == 1
+        assert ix.index_state("c")["segments"] < bounded
+    finally:
+        ix.close()
+
+
+def test_a_shard_made_before_the_bound_gets_it_when_opened(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EdgeStore, "index_threshold_kb", 1)
+        mp.setattr(EdgeStore, "segment_points", None)
+        old = EdgeStore(tmp_path)
+        old.create("c", {"image": 32, "text": 32}, [])
+        old.close()
+        conf = json.loads((tmp_path / "c" / "edge_config.json").read_text())
+        assert conf["optimizers"]["max_segment_size"] is None
+        mp.setattr(EdgeStore, "segment_points", 250)
+        new = EdgeStore(tmp_path)
+        assert new.count("c") == 0  # opens the shard, with today's settings written over the old
+        new.close()
+        conf = json.loads((tmp_path / "c" / "edge_config.json").read_text())
+        assert conf["optimizers"]["max_segment_size"] == 250 * 32 * 4 // 1024

@@ -51,6 +51,8 @@ class IndexInfo:
     indexed_vectors: int
     #: the store builds indexes by itself (a Qdrant server); else only :meth:`VectorStore.optimize` does
     automatic: bool
+    #: segments the points are in (each has its own graph; a search visits all of them)
+    segments: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,10 @@ class VectorStore(ABC):
         """Points and HNSW-indexed vectors (over all named vectors); stores without an
         approximate index report none."""
         return IndexInfo(self.count(name), 0, automatic=False)
+
+    #: points of the largest segment one :meth:`optimize` builds (None: no bound, or the store
+    #: builds by itself); a long write asks for a build each time this many are outside the index
+    segment_points: int | None = None
 
     def optimize(self, name: str) -> bool:
         """Build the HNSW index (and merge segments) where the store needs to be asked; returns

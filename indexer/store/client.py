@@ -196,7 +196,8 @@ class ClientStore(VectorStore):
         info = self._call(self.client.get_collection, name)
         # a server indexes in the background by itself; qdrant-client's local mode never does
         server = not getattr(self.client, "_client", None).__class__.__name__.startswith("QdrantLocal")
-        return IndexInfo(int(info.points_count or 0), int(info.indexed_vectors_count or 0), automatic=server)
+        points, indexed = int(info.points_count or 0), int(info.indexed_vectors_count or 0)
+        return IndexInfo(points, indexed, automatic=server, segments=info.segments_count)
 
     def close(self) -> None:
         self.client.close()

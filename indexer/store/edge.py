@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -87,12 +88,22 @@ def _refusals() -> Iterator[None]:
 class EdgeStore(VectorStore):
     #: KB of vectors in a segment above which optimize() builds HNSW (Qdrant's default)
     index_threshold_kb = 10_000
+    #: points (vectors per name) of the largest segment the optimizer may build or merge into: each
+    #: HNSW build stays bounded (≈ 5 min on 2 cores) however large the collection grows, and a
+    #: growing collection is indexed a segment at a time. Without it Edge merges everything into
+    #: one segment whose build grows faster than N (2 cores: 100k → 109 s, 300k → 502 s; 1M
+    #: unfinished after an hour). BENCHMARKS.md, "HNSW at 1M".
+    segment_points = 200_000
+    #: seconds between flushes of a shard's segments while it is written to (a Qdrant server's
+    #: ``flush_interval_sec``): Edge has no background thread to do it
+    flush_every_s: float | None = 5.0
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.RLock()
+        self._flushed: dict[str, float] = {}
         self._owner: Any = None  # the directory lock file, held from the first shard opened on
 
     def _take_directory(self) -> None:
@@ -131,16 +142,26 @@ class EdgeStore(VectorStore):
                 if not self.exists(name):
                     raise NotFoundError(f"Qdrant Edge collection {name!r} does not exist.")
                 self._take_directory()
+                path = str(self._path(name))
                 try:
-                    s = qe.EdgeShard.load(str(self._path(name)))
-                except Exception as exc:
-                    raise StorageError(f"Cannot open Qdrant Edge shard {name!r}: {exc}") from exc
+                    # today's settings (the segment bound) written over an older shard's; where
+                    # Edge finds them incompatible, the shard opens as it was
+                    s = qe.EdgeShard.load(path, self._config(self.vector_sizes(name)))
+                except Exception:
+                    try:
+                        s = qe.EdgeShard.load(path)
+                    except Exception as exc:
+                        raise StorageError(f"Cannot open Qdrant Edge shard {name!r}: {exc}") from exc
                 self._shards[name] = s
             return s
 
     def _update(self, name: str, op: Any) -> None:
         try:
-            self._shard(name).update(op)
+            shard = self._shard(name)
+            shard.update(op)
+            if self.flush_every_s is not None and time.monotonic() - self._flushed.get(name, 0.0) > self.flush_every_s:
+                shard.flush()
+                self._flushed[name] = time.monotonic()
         except (NotFoundError, InvalidQueryError):
             raise
         except Exception as exc:
@@ -149,15 +170,24 @@ class EdgeStore(VectorStore):
     def exists(self, name: str) -> bool:
         return (self._path(name) / _META).exists()
 
-    def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
-        path = self._path(name)
-        cfg = qe.EdgeConfig(
+    def _config(self, vectors: dict[str, int]) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
             vectors={k: qe.EdgeVectorParams(size=v, distance=qe.Distance.Cosine) for k, v in vectors.items()},
             # Qdrant's defaults, written down: optimize() builds an index for segments over the
             # threshold (KB of vectors), searched instead of a full scan above it
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=self.index_threshold_kb),
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=self.index_threshold_kb),
+            optimizers=qe.EdgeOptimizersConfig(
+                indexing_threshold=self.index_threshold_kb,
+                # Qdrant's unit: KB of one vector name's storage (1 KB = one 256-d float32 vector)
+                max_segment_size=None
+                if self.segment_points is None
+                else max(self.index_threshold_kb, self.segment_points * max(vectors.values()) * 4 // 1024),
+            ),
         )
+
+    def create(self, name: str, vectors: dict[str, int], float_indexes: Sequence[str]) -> None:
+        path = self._path(name)
+        cfg = self._config(vectors)
         with self._lock:
             self._take_directory()
             if path.exists():
@@ -261,7 +291,9 @@ class EdgeStore(VectorStore):
 
     def index_info(self, name: str) -> IndexInfo:
         info = self._shard(name).info()
-        return IndexInfo(int(info.points_count), int(info.indexed_vectors_count), automatic=False)
+        return IndexInfo(
+            int(info.points_count), int(info.indexed_vectors_count), automatic=False, segments=int(info.segments_count)
+        )
 
     def optimize(self, name: str) -> bool:
         """Edge builds HNSW only when asked, synchronously, holding the GIL (measured: a query

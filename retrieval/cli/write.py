@@ -78,21 +78,9 @@ def ingest(
         )
         with progress(total, f"ingest {collection}" + (f" via {b.where}" if b.where.startswith("http") else "")) as bar:
             out = b.ingest(collection, items, batch_size=batch_size, progress=bar.update, encoded=vectors is None)
-        if out["ingested"] and not b.where.startswith("http"):
-            _index_if_due(b, collection, as_json)
     emit(out, as_json, _ingest_text)
     if out["rejected"] or out["quarantined"]:
         raise typer.Exit(REJECTED_EXIT)
-
-
-def _index_if_due(b: Any, collection: str, as_json: bool) -> None:
-    """After a large ingest into the embedded store: build the HNSW index when due (a
-    service does this on its background thread; a Qdrant server by itself)."""
-    state = b.ix.index_state(collection)
-    if state["optimize_due"]:
-        if not as_json:
-            typer.echo(f"building the HNSW index of {collection} ({state['vectors']} vectors)…", err=True)
-        b.optimize(collection, force=False)
 
 
 @app.command()
@@ -128,6 +116,11 @@ def _ingest_text(d: dict[str, Any]) -> str:
     if d.get("replayed"):
         lines.insert(0, f"replayed {d['replayed']} points an interrupted write had left unsynced")
     lines += [f"  rejected #{r['index']} id={r['id']!r}: {r['reason']}" for r in d["rejected"][:50]]
+    for b in d.get("index_builds", []):
+        lines.append(
+            f"built the HNSW index in {b['seconds']:.1f} s: {b['after']['indexed_vectors']} of "
+            f"{b['after']['vectors']} vectors in it, {b['after']['segments']} segments"
+        )
     lines += [f"  quarantined id={r['id']!r}: {r['reason']}" for r in d.get("quarantined", [])[:50]]
     if d.get("quarantined"):
         lines.append("  quarantined items are stored but not searchable: delete them or ingest them again, corrected")
