@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -53,15 +54,23 @@ def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, p
 
 
 def interleaved(
-    ix: Indexer, s: Searcher, queries: np.ndarray, opts: SearchOptions, ef: int | None, name: str = "bench"
+    ix: Indexer,
+    s: Searcher,
+    queries: np.ndarray,
+    opts: SearchOptions,
+    ef: int | None,
+    name: str = "bench",
+    exact: bool = False,
 ) -> dict:
     """Plain query vs inforank search, query by query (so drift hits both alike); ``_ids`` holds
-    each query's answers, for :func:`recall`."""
+    each query's answers, for :func:`recall`. ``exact``: both by full scan, also where an index exists."""
     c = ix.collection(name)
+    opts = replace(opts, exact=True) if exact else opts
     plain, ours, ids_plain, ids_ours, fallbacks = [], [], [], [], 0
     for q in queries:
         t = time.perf_counter()
-        hits = ix.store.query(c.qdrant_collection, QuerySpec(vector=q.tolist(), using="image", limit=10, ef=ef))
+        spec = QuerySpec(vector=q.tolist(), using="image", limit=10, ef=ef, exact=exact)
+        hits = ix.store.query(c.qdrant_collection, spec)
         plain.append(time.perf_counter() - t)
         t = time.perf_counter()
         res = s.search(name, q, opts)
