@@ -201,7 +201,10 @@ class EdgeStore(VectorStore):
 
     def add_float_indexes(self, name: str, fields: Sequence[str]) -> None:
         for f in fields:
-            op = qe.UpdateOperation.create_field_index(f, qe.PayloadSchemaType.Float)
+            # no extra HNSW edges per field: Qdrant's default builds them for every indexed field
+            # (measured: 4 score fields made a build 3.8× slower, 30k pairs 77 s against 20 s);
+            # score filters pass most items, and a narrow one is answered from the payload index
+            op = qe.UpdateOperation.create_field_index(f, qe.FloatIndexParams(enable_hnsw=False))
             with self._lock:
                 s = self._shards.get(name) or self._shard(name)
                 s.update(op)
