@@ -105,7 +105,8 @@ def _optimize_text(d: dict[str, Any]) -> str:
     if a["automatic"]:
         return f"{d['collection']}: the Qdrant server indexes by itself ({a['indexed_vectors']}/{a['vectors']} vectors)"
     what = f"built in {d['seconds']:.1f} s" if d["built"] else "not due: nothing built"
-    return f"{d['collection']}: {what}; {a['indexed_vectors']} of {a['vectors']} vectors in the HNSW index"
+    segments = f", {a['segments']} segments" if a.get("segments") is not None else ""
+    return f"{d['collection']}: {what}; {a['indexed_vectors']} of {a['vectors']} vectors in the HNSW index{segments}"
 
 
 def _ingest_text(d: dict[str, Any]) -> str:
@@ -116,11 +117,7 @@ def _ingest_text(d: dict[str, Any]) -> str:
     if d.get("replayed"):
         lines.insert(0, f"replayed {d['replayed']} points an interrupted write had left unsynced")
     lines += [f"  rejected #{r['index']} id={r['id']!r}: {r['reason']}" for r in d["rejected"][:50]]
-    for b in d.get("index_builds", []):
-        lines.append(
-            f"built the HNSW index in {b['seconds']:.1f} s: {b['after']['indexed_vectors']} of "
-            f"{b['after']['vectors']} vectors in it, {b['after']['segments']} segments"
-        )
+    lines += [_optimize_text(b) for b in d.get("index_builds", [])]
     lines += [f"  quarantined id={r['id']!r}: {r['reason']}" for r in d.get("quarantined", [])[:50]]
     if d.get("quarantined"):
         lines.append("  quarantined items are stored but not searchable: delete them or ingest them again, corrected")
