@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import encode, evaluate, freshness, hubness, ingest, scoring, search, stats_persist
+from bench import encode, evaluate, freshness, hubness, ingest, scoring, search, stats_persist, storage
 
 
 def main() -> None:
@@ -23,6 +23,7 @@ def main() -> None:
         scoring.run(n, ref=2_000 if a.small else 10_000, exact_items=500 if a.small else 2_000),
         stats_persist.run(a.pg or None, rounds=5 if a.small else 20),
         ingest.run(n),
+        storage.run(n, repeat=1 if a.small else 2),
         freshness.run(n),
         hubness.run(n // 2, 50 if a.small else 200),
         hubness.follow(n // 50 if a.small else n // 5),
