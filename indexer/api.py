@@ -225,7 +225,10 @@ class Indexer:
         progress: Callable[[int], None] | None = None,
         index: bool = False,
     ) -> BatchReport:
-        """Ingest items in batches; each batch is one commit followed by a Qdrant sync.
+        """Ingest items in batches; each batch is one commit followed by a Qdrant sync. Once
+        the last batch is in, the freshness policy runs (a rescore here, or reported due): every
+        batch's commit states the bound of its stored scores, and the call returns them within
+        tolerance or says a rescore is due.
 
         ``model`` is the ``(model, pretrained)`` that produced the vectors; a mismatch with the
         collection's identity is refused before anything is written. ``index``: on a store that
@@ -258,6 +261,8 @@ class Indexer:
             total.extend(self._write_batch(c, buf, offset))
             if progress:
                 progress(len(buf))
+        if total.ingested:  # once per call: a rescore after each batch would redo rows the next moves again
+            total.rescored, total.rescore_due = self._keep_fresh(c.name)
         if index and total.ingested and self.index_state(name)["optimize_due"]:
             total.index_builds.append(self.optimize(name))
         return total
@@ -283,8 +288,6 @@ class Indexer:
         if outbox.others or pushed.pushed + len(pushed.quarantined) < len(outbox.fresh):
             pushed += sync_dirty(self.sessions, self.store, c)
         report.quarantined = _quarantined(pushed)
-        if report.ingested:
-            report.rescored, report.rescore_due = self._keep_fresh(c.name)
         return report
 
     def _keep_fresh(self, name: str) -> tuple[int, bool]:

@@ -169,6 +169,25 @@ def test_a_single_modality_collection_keeps_conformity_fresh(ix: Indexer, coco):
     assert out["modalities"]["text"]["conformity_fresh"] and "faithful" in out["verdict"]
 
 
+def test_a_write_of_many_batches_rescores_once_at_its_end(ix: Indexer, coco):
+    """One call, many batches: the policy runs once the last batch is in (a rescore after each
+    batch would redo the rows the next one moves again), and the call returns within tolerance."""
+    img, txt = coco
+    ix.create_collection("c", dim=512)
+    passes: list[str] = []
+    real = ix.rescore
+
+    def counted(name: str, **kw):
+        passes.append(name)
+        return real(name, **kw)
+
+    ix.rescore = counted  # type: ignore[method-assign]
+    rep = ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(400)], batch_size=25)
+    assert passes == ["c"] and rep.rescored > 0 and not rep.rescore_due
+    assert_within_tolerance(ix, "c")
+    assert_consistent(ix, "c")
+
+
 def test_rescore_updates_payloads_only(ix: Indexer, coco):
     """No vector is re-sent: the store sees payload updates, no upsert."""
     img, txt = coco
