@@ -224,6 +224,7 @@ class Indexer:
         model: tuple[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
         index: bool = False,
+        on_build: Callable[[dict[str, Any]], None] | None = None,
     ) -> BatchReport:
         """Ingest items in batches; each batch is one commit followed by a Qdrant sync. Once
         the last batch is in, the freshness policy runs (a rescore here, or reported due): every
@@ -235,7 +236,8 @@ class Indexer:
         builds its HNSW index only when asked (the embedded default), build it a segment at a
         time as the write goes (each time a segment's worth of points is outside it), then once
         more at the end where the policy says it is due: every build stays bounded instead of
-        one build over everything at the end (``BatchReport.index_builds``).
+        one build over everything at the end (``BatchReport.index_builds``). ``on_build`` is
+        told each build's :meth:`index_state` before it starts (a build takes minutes at 1M).
         """
         c = self.collection(name)
         if model is not None:
@@ -255,7 +257,9 @@ class Indexer:
                 if progress:
                     progress(len(buf))
                 buf = []
-                if index and self._segment_due(name, c):
+                if index and (st := self._segment_due(name, c)):
+                    if on_build:
+                        on_build(st)
                     total.index_builds.append(self.optimize(name, force=True))
         if buf:
             total.extend(self._write_batch(c, buf, offset))
@@ -263,18 +267,21 @@ class Indexer:
                 progress(len(buf))
         if total.ingested:  # once per call: a rescore after each batch would redo rows the next moves again
             total.rescored, total.rescore_due = self._keep_fresh(c.name)
-        if index and total.ingested and self.index_state(name)["optimize_due"]:
+        if index and total.ingested and (st := self.index_state(name))["optimize_due"]:
+            if on_build:
+                on_build(st)
             total.index_builds.append(self.optimize(name))
         return total
 
-    def _segment_due(self, name: str, c: Collection) -> bool:
-        """A segment's worth of vectors is outside the HNSW index of a store that bounds its
-        segments and builds only when asked."""
+    def _segment_due(self, name: str, c: Collection) -> dict[str, Any] | None:
+        """The index state where a segment's worth of vectors is outside the HNSW index of a
+        store that bounds its segments and builds only when asked; None otherwise."""
         per = self.store.segment_points
         if per is None:
-            return False
+            return None
         st = self.index_state(name)
-        return not st["automatic"] and st["vectors"] - st["indexed_vectors"] >= per * len(c.vector_names)
+        due = not st["automatic"] and st["vectors"] - st["indexed_vectors"] >= per * len(c.vector_names)
+        return st if due else None
 
     def _write_batch(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
         try:

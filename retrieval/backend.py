@@ -37,7 +37,14 @@ class Backend(Protocol):
     def collection(self, name: str) -> dict[str, Any]: ...
     def create(self, name: str, *, dim: int, model: str, pretrained: str, min_count: int) -> dict[str, Any]: ...
     def ingest(
-        self, name: str, reads: Iterable[Item | Rejection], *, batch_size: int, progress: Progress, encoded: bool
+        self,
+        name: str,
+        reads: Iterable[Item | Rejection],
+        *,
+        batch_size: int,
+        progress: Progress,
+        encoded: bool,
+        on_build: Callable[[dict[str, Any]], Any] | None = None,
     ) -> dict[str, Any]: ...
     def delete(self, name: str, ids: Sequence[str | int]) -> dict[str, Any]: ...
     def rescore(self, name: str, *, all: bool, progress: Progress) -> dict[str, Any]: ...
@@ -103,11 +110,18 @@ class LocalBackend:
         ).__dict__
 
     def ingest(
-        self, name: str, reads: Iterable[Item | Rejection], *, batch_size: int, progress: Progress, encoded: bool
+        self,
+        name: str,
+        reads: Iterable[Item | Rejection],
+        *,
+        batch_size: int,
+        progress: Progress,
+        encoded: bool,
+        on_build: Callable[[dict[str, Any]], Any] | None = None,
     ) -> dict[str, Any]:
         # the embedded store's HNSW index is built a segment at a time as the ingest goes (a
         # service leaves it to POST …/optimize: the build holds its process)
-        rep = self.ix.add(name, reads, batch_size=batch_size, progress=progress, index=True)
+        rep = self.ix.add(name, reads, batch_size=batch_size, progress=progress, index=True, on_build=on_build)
         out = ingest_summary(
             name,
             len(rep.ingested),
@@ -203,9 +217,17 @@ class RemoteBackend:
         return dict(self.cl.create_collection(name, dim, model=model, pretrained=pretrained, min_count=min_count))
 
     def ingest(
-        self, name: str, reads: Iterable[Item | Rejection], *, batch_size: int, progress: Progress, encoded: bool
+        self,
+        name: str,
+        reads: Iterable[Item | Rejection],
+        *,
+        batch_size: int,
+        progress: Progress,
+        encoded: bool,
+        on_build: Callable[[dict[str, Any]], Any] | None = None,
     ) -> dict[str, Any]:
-        """Batches over HTTP. Unusable vectors (NaN/Inf, which JSON cannot carry, zero, wrong
+        """Batches over HTTP (a service never builds its index inside a request: ``on_build``
+        is not called). Unusable vectors (NaN/Inf, which JSON cannot carry, zero, wrong
         dimension) are rejected here with the reasons the service gives, so the good items of a
         batch still land; ``encoded``: the vectors come from the collection's model (checked)."""
         from indexer.vectors import problem

@@ -193,3 +193,4 @@ def test_ingest_builds_the_index_a_segment_at_a_time(tmp_path: Path, monkeypatch
     assert code == 0 and len(builds) >= 2 and builds[-1]["after"]["indexed_vectors"] == 1500
     code, out = run("ingest", "c", "--vectors", str(tmp_path / "b.npz"), "--modality", "image", "--batch-size", "250")
     assert code == 0 and "c: built in" in out and "2000 of 2000 vectors in the HNSW index, " in out
+    assert "c: building the HNSW index for 500 of 2000 vectors" in out  # said before it starts

@@ -96,7 +96,15 @@ def _grow(root, segment_points):
         ix = Indexer(f"sqlite:///{root / 'i.sqlite'}", QdrantLocation(edge_path=str(root / "q")))
         ix.create_collection("c", dim=D, min_count=8)
         img, txt = ellipsoid_pairs(N, D, seed=5)
-        rep = ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(N)], batch_size=250, index=True)
+        told: list[dict] = []
+        rep = ix.add(
+            "c",
+            [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(N)],
+            batch_size=250,
+            index=True,
+            on_build=told.append,
+        )
+        assert told == [b["before"] for b in rep.index_builds]  # each build announced, before it starts
         return ix, rep, img
 
 
