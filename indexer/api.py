@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from indexer import blas, diagnostics, hubness, scoring, writer
 from indexer import collections as catalog
-from indexer import diagnostics, hubness, scoring, writer
 from indexer import freshness as fresh_lib
 from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, read_factory, session_factory, upgrade
@@ -284,6 +284,10 @@ class Indexer:
         return st if due else None
 
     def _write_batch(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
+        with blas.one_thread():  # the batch's products are small: a BLAS pool only spins (indexer/blas.py)
+            return self._write_batch_now(c, items, offset)
+
+    def _write_batch_now(self, c: Collection, items: Sequence[Item], offset: int) -> BatchReport:
         try:
             with self.sessions.begin() as s:
                 report, new, outbox = writer.write(s, self.cache, c, items, offset)
@@ -609,7 +613,7 @@ class Indexer:
         target, snapshot, skip = self._start_pass(c, restart=all)
         rep.stats_version = target
         while True:
-            with self.sessions.begin() as s:
+            with blas.one_thread(), self.sessions.begin() as s:
                 lock_collection(s, c.id)
                 rows = s.execute(
                     select(*writer.SCORE_COLS)
