@@ -12,6 +12,7 @@ import retrieval.search
 from indexer.api import Indexer
 from indexer.items import Item
 from indexer.store import QdrantLocation
+from indexer.store.base import StorePoint
 from indexer.store.edge import EdgeStore
 from retrieval.options import SearchOptions
 from retrieval.search import Searcher
@@ -152,3 +153,27 @@ def test_a_shard_made_before_the_bound_gets_it_when_opened(tmp_path):
         new.close()
         conf = json.loads((tmp_path / "c" / "edge_config.json").read_text())
         assert conf["optimizers"]["max_segment_size"] == 250 * 32 * 4 // 1024
+
+
+def test_a_shard_whose_score_indexes_have_graphs_gets_them_without_when_opened(tmp_path):
+    """Score fields indexed the old way (Qdrant's default: an HNSW subgraph per field) are
+    re-created without extra edges when the shard is opened, and filters on them still work."""
+    import qdrant_edge as qe
+
+    old = EdgeStore(tmp_path)
+    old.create("c", {"image": 4}, [])
+    shard = old._shard("c")
+    shard.update(qe.UpdateOperation.create_field_index("image_info_gain", qe.FloatIndexParams()))
+    old.upsert(
+        "c",
+        [StorePoint(str(i), {"image": [1.0, 0.5, 0.2, float(i)]}, {"image_info_gain": i / 10}) for i in range(1, 41)],
+    )
+    assert shard.info().payload_schema["image_info_gain"].params.enable_hnsw is not False
+    old.close()
+    new = EdgeStore(tmp_path)
+    try:
+        assert new.count("c", {"must": [{"key": "image_info_gain", "range": {"gte": 3.0}}]}) == 11
+        info = new._shard("c").info().payload_schema["image_info_gain"]
+        assert info.params.enable_hnsw is False and info.points == 40
+    finally:
+        new.close()

@@ -153,7 +153,24 @@ class EdgeStore(VectorStore):
                     except Exception as exc:
                         raise StorageError(f"Cannot open Qdrant Edge shard {name!r}: {exc}") from exc
                 self._shards[name] = s
+                self._drop_field_graphs(name, s)
             return s
+
+    def _drop_field_graphs(self, name: str, shard: qe.EdgeShard) -> None:
+        """A shard made before float indexes were created without extra HNSW edges (every
+        float index of an inforank shard is a score field) gets them re-created so: its next
+        build would otherwise add one subgraph per field (3.8× the build, BENCHMARKS.md)."""
+        try:
+            schema = shard.info().payload_schema
+        except Exception:  # an old shard Edge cannot describe: left as it is
+            return
+        old = [
+            f
+            for f, i in schema.items()
+            if isinstance(i.params, qe.FloatIndexParams) and i.params.enable_hnsw is not False
+        ]
+        if old:
+            self.add_float_indexes(name, old)
 
     def _update(self, name: str, op: Any) -> None:
         try:
