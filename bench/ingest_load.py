@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 
 from bench.common import clip_like, closed_loop, report, serving
-from bench.search import _pct
+from bench.search import pct
 
 
 def _database(admin: str) -> str:
@@ -67,7 +67,7 @@ def _load(url: str, clients: int, per_client: int, batch: int) -> dict:
         "errors": errors,
         "pairs_per_s": len(lat) * batch / wall,
         "max_ms": float(np.max(lat) * 1e3),
-        **_pct(lat),
+        **pct(lat),
     }
 
 
