@@ -78,6 +78,8 @@ def ingest_summary(
     version: int,
     quarantined: list[dict[str, Any]] | None = None,
     replayed: int = 0,
+    rescored: int = 0,
+    rescore_due: bool = False,
 ) -> dict[str, Any]:
     return {
         "collection": name,
@@ -87,6 +89,8 @@ def ingest_summary(
         "quarantined": quarantined or [],
         "replayed": replayed,
         "stats_version": version,
+        "rescored": rescored,
+        "rescore_due": rescore_due,
     }
 
 
@@ -130,6 +134,8 @@ class LocalBackend:
             rep.stats_version,
             [{"id": r.id, "reason": r.reason} for r in rep.quarantined],
             rep.replayed,
+            rep.rescored,
+            rep.rescore_due,
         )
         if rep.index_builds:
             out["index_builds"] = rep.index_builds
@@ -236,7 +242,7 @@ class RemoteBackend:
         info = self.cl.collection(name)
         model = (info["model"], info["pretrained"]) if encoded else (None, "")
         rejected: list[dict[str, Any]] = []
-        totals = {"ingested": 0, "unchanged": 0, "version": info["stats_version"]}
+        totals = {"ingested": 0, "unchanged": 0, "version": info["stats_version"], "rescored": 0, "due": 0}
         buf: list[tuple[int, Item]] = []  # (position among the items read, item)
 
         def send() -> None:
@@ -245,6 +251,8 @@ class RemoteBackend:
             totals["unchanged"] += len(rep["skipped_duplicates"])
             rejected.extend({**r, "index": buf[r["index"]][0]} for r in rep["rejected"])
             totals["version"] = max(totals["version"], rep["stats_version"])
+            totals["rescored"] += rep.get("rescored", 0)
+            totals["due"] = int(bool(rep.get("rescore_due")))  # the last request's word: the service rescores by itself
             progress(len(buf))
             buf.clear()
 
@@ -263,7 +271,15 @@ class RemoteBackend:
                 send()
         if buf:
             send()
-        return ingest_summary(name, totals["ingested"], totals["unchanged"], rejected, totals["version"])
+        return ingest_summary(
+            name,
+            totals["ingested"],
+            totals["unchanged"],
+            rejected,
+            totals["version"],
+            rescored=totals["rescored"],
+            rescore_due=bool(totals["due"]),
+        )
 
     def delete(self, name: str, ids: Sequence[str | int]) -> dict[str, Any]:
         return dict(self.cl.delete(name, ids))

@@ -188,6 +188,36 @@ def test_a_write_of_many_batches_rescores_once_at_its_end(ix: Indexer, coco):
     assert_consistent(ix, "c")
 
 
+def test_the_ingest_command_says_what_the_policy_did(tmp_path: Path, coco):
+    """`inforank ingest` reports the scores it kept fresh, and says when a rescore is due and
+    what to run (it used to say nothing either way)."""
+    from retrieval.backend import LocalBackend
+    from retrieval.cli.write import _ingest_text
+
+    img, txt = coco
+    pairs = [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(300)]
+    for limit, due in ((20_000, False), (0, True)):
+        ix = Indexer(
+            f"sqlite:///{tmp_path / f'{limit}.sqlite'}",
+            QdrantLocation(edge_path=str(tmp_path / f"e{limit}")),
+            rescore_inline_limit=limit,
+        )
+        try:
+            ix.create_collection("c", dim=512)
+            b = LocalBackend(ix)
+            b.ingest("c", pairs[:100], batch_size=50, progress=lambda n: None, encoded=False)
+            out = b.ingest("c", pairs[100:], batch_size=50, progress=lambda n: None, encoded=False)
+            text = _ingest_text(out)
+            assert out["rescore_due"] is due
+            if due:
+                assert out["rescored"] == 0 and "run `inforank rescore c`" in text
+            else:
+                assert out["rescored"] > 0 and f"rewrote {out['rescored']} stored scores" in text
+                assert_within_tolerance(ix, "c")
+        finally:
+            ix.close()
+
+
 def test_rescore_updates_payloads_only(ix: Indexer, coco):
     """No vector is re-sent: the store sees payload updates, no upsert."""
     img, txt = coco

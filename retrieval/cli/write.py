@@ -133,6 +133,13 @@ def _ingest_text(d: dict[str, Any]) -> str:
     if d.get("replayed"):
         lines.insert(0, f"replayed {d['replayed']} points an interrupted write had left unsynced")
     lines += [f"  rejected #{r['index']} id={r['id']!r}: {r['reason']}" for r in d["rejected"][:50]]
+    if d.get("rescored"):
+        lines.append(f"kept the scores fresh: rewrote {d['rescored']} stored scores the new statistics moved")
+    if d.get("rescore_due"):
+        lines.append(
+            "stored scores have moved outside their tolerance (too many to rescore inside an ingest): run "
+            f"`inforank rescore {d['collection']}` (a service rescores in the background by itself)"
+        )
     lines += [_optimize_text(b) for b in d.get("index_builds", [])]
     lines += [f"  quarantined id={r['id']!r}: {r['reason']}" for r in d.get("quarantined", [])[:50]]
     if d.get("quarantined"):
