@@ -54,12 +54,19 @@ def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
             np.zeros(arr.shape[0], bool),
             dict.fromkeys(range(arr.shape[0]), reason),
         )
-    a64 = arr.astype(np.float64)
+    a64 = np.asarray(arr, dtype=np.float64)
     finite = np.all(np.isfinite(a64), axis=1)
-    norms = safe_norms(np.where(finite[:, None], a64, 0.0))
+    # one pass for norms and units: what safe_norms and normalise compute, scaled once (dividing
+    # by a power of two is exact, so the values are theirs to the bit; a test holds them to it)
+    scaled = np.where(finite[:, None], a64, 0.0)
+    scale = _pow2_scale(scaled)
+    scaled /= scale
+    length = np.linalg.norm(scaled, axis=1)
+    with np.errstate(over="ignore"):
+        norms = length * scale[:, 0]
     ok = finite & (norms >= MIN_NORM) & (norms <= MAX_NORM)
     reasons = {int(i): _reason(bool(finite[i]), float(norms[i])) for i in np.flatnonzero(~ok)}
-    unit = normalise(a64[ok])
+    unit = (scaled[ok] / length[ok, None]).astype(np.float32)
     return Checked(unit, norms[ok], ok, reasons)
 
 

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from indexer.errors import InvalidVectorError
-from indexer.vectors import as_query, check_rows, problem
+from indexer.vectors import as_query, check_rows, normalise, problem, safe_norms
 
 
 @pytest.mark.parametrize(
@@ -32,3 +35,21 @@ def test_query_vector_errors_are_clear():
     with pytest.raises(InvalidVectorError, match="The query vector is unusable: vector contains NaN"):
         as_query([np.nan, 1.0], 2)
     assert np.allclose(as_query([0.0, 3.0], 2), [0, 1])
+
+
+_FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, 1e-300, 5e-324, 1e300, -1e308, 3.4e38, 1e-12, 1.0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 5)), elements=_FLOATS))
+def test_check_rows_gives_exactly_the_norms_and_units_of_their_definitions(rows):
+    """check_rows computes norms and units in one pass: to the bit what ``safe_norms`` and
+    ``normalise`` give, on any input (huge, tiny, subnormal, non-finite)."""
+    ck = check_rows(rows, rows.shape[1])
+    finite = np.all(np.isfinite(rows), axis=1)
+    norms = safe_norms(np.where(finite[:, None], rows, 0.0))
+    assert np.array_equal(ck.norms, norms[ck.ok])
+    assert ck.unit.tobytes() == normalise(rows[ck.ok]).tobytes()
