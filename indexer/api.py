@@ -116,13 +116,13 @@ class Indexer:
         qdrant: QdrantLocation,
         *,
         migrate: bool = True,
-        rescore_inline_limit: int = RESCORE_INLINE_LIMIT,
+        rescore_inline_limit: int | None = None,
         fresh_below: int = fresh_lib.FRESH_BELOW,
         auto_rescore: bool = True,
     ):
         self.database_url = database_url
         self.location = qdrant
-        self.rescore_inline_limit = rescore_inline_limit
+        self.rescore_inline_limit = self.RESCORE_INLINE_LIMIT if rescore_inline_limit is None else rescore_inline_limit
         self.fresh_below = fresh_below
         self.auto_rescore = auto_rescore
         try:

@@ -218,6 +218,39 @@ def test_the_ingest_command_says_what_the_policy_did(tmp_path: Path, coco):
             ix.close()
 
 
+def test_the_ingest_command_leaves_scores_fresh(tmp_path: Path, coco, monkeypatch: pytest.MonkeyPatch):
+    """A CLI ingest whose growth moved the stored scores past their tolerance, beyond what a write
+    rescores inside itself, rescores before it returns (nothing else can write to an embedded
+    store meanwhile); `--no-rescore` leaves it due and says what to run."""
+    monkeypatch.setattr(Indexer, "RESCORE_INLINE_LIMIT", 0)  # every due rescore is too large for a write
+    img, txt = coco
+    assert runner.invoke(app, ["create", "c", "--dim", "512"]).exit_code == 0
+    for start, stop, flag in ((0, 100, "--no-rescore"), (100, 300, "--rescore")):
+        files = []
+        for m, x in (("image", img), ("text", txt)):
+            f = tmp_path / f"{m}{start}.jsonl"
+            f.write_text("\n".join(json.dumps({"id": i, "vector": x[i].tolist()}) for i in range(start, stop)))
+            files.append((m, f))
+        outs = [runner.invoke(app, ["ingest", "c", "--vectors", str(f), "--modality", m, flag]) for m, f in files]
+        assert all(r.exit_code == 0 for r in outs), [r.output for r in outs]
+        if flag == "--no-rescore":
+            assert "run `inforank rescore c`" in outs[-1].stdout
+    last = json.loads(
+        runner.invoke(app, ["ingest", "c", "--vectors", str(files[0][1]), "--modality", "image", "--json"]).stdout
+    )
+    assert last["rescore_due"] is False  # nothing new: nothing moved
+    from indexer.settings import Settings
+
+    s = Settings()
+    ix = Indexer(s.db_url(), s.qdrant())
+    try:
+        assert not any(f["outside_tolerance"] for f in ix.freshness("c").values())
+        assert_within_tolerance(ix, "c")
+        assert_consistent(ix, "c")
+    finally:
+        ix.close()
+
+
 def test_rescore_updates_payloads_only(ix: Indexer, coco):
     """No vector is re-sent: the store sees payload updates, no upsert."""
     img, txt = coco

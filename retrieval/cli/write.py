@@ -63,10 +63,21 @@ def ingest(
     ] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of jpg/png/webp images (recursive).")] = None,
     batch_size: Annotated[int, typer.Option(help="Items per commit (per request in remote mode).")] = 1024,
+    rescore: Annotated[
+        bool,
+        typer.Option(
+            "--rescore/--no-rescore",
+            help="When the ingest moved stored scores past their tolerance, rescore before returning "
+            "(--no-rescore: leave it to `inforank rescore` or a running service).",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Add items; re-ingesting the same content changes nothing. With INFORANK_URL set, items go
-    to that `inforank serve` (texts and images are encoded here, with the collection's model).
+    to that `inforank serve` (texts and images are encoded here, with the collection's model; the
+    service keeps the scores fresh in the background). Here, an ingest that moves the stored
+    scores past their tolerance rescores them before it returns (each pass is paid for by 25 %
+    growth: a collection grown to N is checked about 5N rows in all).
 
     Example: inforank ingest photos --vectors emb.npz --modality image
     """
@@ -86,6 +97,12 @@ def ingest(
                 encoded=vectors is None,
                 on_build=None if as_json else lambda st: bar.write(_build_note(collection, st), file=sys.stderr),
             )
+        if rescore and out.get("rescore_due") and not b.where.startswith("http"):
+            with progress(None, f"rescore {collection}") as bar:
+                r = b.rescore(collection, all=False, progress=bar.update)
+            out["rescored"] += r["rescored"]
+            out["rescore_due"] = False
+            out["rescore"] = {"checked": r["checked"], "rescored": r["rescored"], "stats_version": r["stats_version"]}
     emit(out, as_json, _ingest_text)
     if out["rejected"] or out["quarantined"]:
         raise typer.Exit(REJECTED_EXIT)
@@ -137,7 +154,7 @@ def _ingest_text(d: dict[str, Any]) -> str:
         lines.append(f"kept the scores fresh: rewrote {d['rescored']} stored scores the new statistics moved")
     if d.get("rescore_due"):
         lines.append(
-            "stored scores have moved outside their tolerance (too many to rescore inside an ingest): run "
+            "stored scores have moved outside their tolerance: run "
             f"`inforank rescore {d['collection']}` (a service rescores in the background by itself)"
         )
     lines += [_optimize_text(b) for b in d.get("index_builds", [])]
@@ -186,9 +203,9 @@ def rescore(
 ) -> None:
     """Bring stored scores back within tolerance of the current statistics; resumable.
 
-    Writes keep scores fresh by themselves in small collections; in large ones (and for the
-    embedded store, where only one process may write) run this with --watch beside ingestion.
-    Only scores that moved are rewritten, as payload updates.
+    Writes keep scores fresh by themselves in small collections, and `inforank ingest` before it
+    returns; beside writers sharing PostgreSQL and a Qdrant server (services, ingest processes),
+    run this with --watch. Only scores that moved are rewritten, as payload updates.
 
     Example: inforank rescore photos    |    inforank rescore --watch
     """
