@@ -56,12 +56,8 @@ def check_rows(rows: NDArray[np.floating], dim: int) -> Checked:
         )
     a64 = np.asarray(arr, dtype=np.float64)
     finite = np.all(np.isfinite(a64), axis=1)
-    # one pass for norms and units: what safe_norms and normalise compute, scaled once (dividing
-    # by a power of two is exact, so the values are theirs to the bit; a test holds them to it)
-    scaled = np.where(finite[:, None], a64, 0.0)
-    scale = _pow2_scale(scaled)
-    scaled /= scale
-    length = np.linalg.norm(scaled, axis=1)
+    # norms and units from one scaling (safe_norms and normalise each scale on their own)
+    scaled, length, scale = _scaled(np.where(finite[:, None], a64, 0.0))
     with np.errstate(over="ignore"):
         norms = length * scale[:, 0]
     ok = finite & (norms >= MIN_NORM) & (norms <= MAX_NORM)
@@ -81,10 +77,17 @@ def _reason(finite: bool, norm: float) -> str:
 def safe_norms(rows: NDArray[np.floating]) -> NDArray[np.float64]:
     """Row norms that neither overflow (components of 1e300) nor underflow: each row is scaled
     by its largest component first, the way LAPACK's ``nrm2`` does."""
-    a = np.asarray(rows, dtype=np.float64)
-    scale = _pow2_scale(a)
+    _, length, scale = _scaled(np.asarray(rows, dtype=np.float64))
     with np.errstate(over="ignore"):
-        return np.linalg.norm(a / scale, axis=1) * scale[:, 0]
+        return length * scale[:, 0]
+
+
+def _scaled(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Rows divided by their :func:`_pow2_scale` (exact), their norms (which can neither
+    overflow nor underflow: the largest component is in [0.5, 1)), and the scales."""
+    scale = _pow2_scale(a)
+    scaled = a / scale
+    return scaled, np.linalg.norm(scaled, axis=1), scale
 
 
 def _pow2_scale(a: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -102,9 +105,8 @@ def normalise(rows: NDArray[np.floating]) -> NDArray[np.float32]:
     The float32 values are what Qdrant stores and what the statistics merge (as float64), so
     removing an item later subtracts exactly what was added.
     """
-    a = np.asarray(rows, dtype=np.float64)
-    a = a / _pow2_scale(a)  # exact, and the norm below cannot overflow or underflow
-    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+    scaled, length, _ = _scaled(np.asarray(rows, dtype=np.float64))
+    return (scaled / length[:, None]).astype(np.float32)
 
 
 def as_query(vector: NDArray[np.floating] | list[float], dim: int) -> NDArray[np.float64]:
