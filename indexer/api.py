@@ -304,7 +304,7 @@ class Indexer:
     def _keep_fresh(self, name: str) -> tuple[int, bool]:
         """After a write: when the freshness policy says a rescore is due, run it here for a
         collection of at most ``rescore_inline_limit`` items, or report it due (the service
-        runs it in the background, ``inforank rescore --watch`` beside an embedded store).
+        runs it in the background, ``inforank ingest`` before it returns).
         Returns (scores rewritten here, still due)."""
         if not self.auto_rescore:
             return 0, False

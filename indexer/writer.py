@@ -81,7 +81,7 @@ class BatchReport:
     #: stored scores the freshness policy rewrote during this call
     rescored: int = 0
     #: a rescore is due and too large to run inside the write (the service runs it in the
-    #: background; the embedded default has ``inforank rescore --watch``)
+    #: background, ``inforank ingest`` before it returns)
     rescore_due: bool = False
     #: HNSW builds the write asked for (``Indexer.add(index=True)``): what :meth:`Indexer.optimize` returned
     index_builds: list[dict[str, Any]] = field(default_factory=list)
@@ -91,8 +91,6 @@ class BatchReport:
         self.unchanged += other.unchanged
         self.rejected += other.rejected
         self.quarantined += other.quarantined
-        self.rescored += other.rescored
-        self.rescore_due = other.rescore_due
         self.stats_version = max(self.stats_version, other.stats_version)
 
 
