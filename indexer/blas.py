@@ -32,15 +32,13 @@ _controller: ThreadpoolController | None = None
 @contextmanager
 def one_thread() -> Iterator[None]:
     """BLAS limited to one thread inside; the previous limits restored when no section is left."""
-    global _depth, _limiter, _controller
+    global _depth, _limiter
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     with _lock:
         if _depth == 0:
-            if _controller is None:
-                _controller = ThreadpoolController()
-            _limiter = _controller.limit(limits=1, user_api="blas")
+            _limiter = _the_controller().limit(limits=1, user_api="blas")
         _depth += 1
     try:
         yield
@@ -54,11 +52,17 @@ def one_thread() -> Iterator[None]:
 
 def blas_threads() -> int:
     """The BLAS pool's current size (the largest over the loaded BLAS libraries; 0 without one)."""
-    global _controller
     with _lock:
-        if _controller is None:
-            _controller = ThreadpoolController()
-    return max((lib.num_threads for lib in _controller.select(user_api="blas").lib_controllers), default=0)
+        libs = _the_controller().select(user_api="blas").lib_controllers
+    return max((lib.num_threads for lib in libs), default=0)
+
+
+def _the_controller() -> ThreadpoolController:
+    """One controller per process (finding the libraries takes ≈ 1 ms); call under ``_lock``."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
 
 
 __all__ = ["blas_threads", "one_thread"]

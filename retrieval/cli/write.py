@@ -88,7 +88,8 @@ def ingest(
         items, total = reads(
             info["model"], info["pretrained"], vectors=vectors, modality=modality, ids=ids, texts=texts, images=images
         )
-        with progress(total, f"ingest {collection}" + (f" via {b.where}" if b.where.startswith("http") else "")) as bar:
+        remote = b.where.startswith("http")  # a service keeps its scores fresh by itself
+        with progress(total, f"ingest {collection}" + (f" via {b.where}" if remote else "")) as bar:
             out = b.ingest(
                 collection,
                 items,
@@ -97,7 +98,7 @@ def ingest(
                 encoded=vectors is None,
                 on_build=None if as_json else lambda st: bar.write(_build_note(collection, st), file=sys.stderr),
             )
-        if rescore and out.get("rescore_due") and not b.where.startswith("http"):
+        if rescore and out.get("rescore_due") and not remote:
             with progress(None, f"rescore {collection}") as bar:
                 r = b.rescore(collection, all=False, progress=bar.update)
             out["rescored"] += r["rescored"]
