@@ -11,7 +11,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,11 +54,8 @@ def plain_upsert(root: Path, vecs: np.ndarray, batch: int, scored: bool = False)
     return dt
 
 
-def inforank_ingest(
-    root: Path, vecs: np.ndarray, texts: np.ndarray, batch: int, **indexer: Any
-) -> tuple[float, Indexer]:
-    """The text bank, then the timed ingest of ``vecs`` as images (``indexer``: Indexer options)."""
-    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")), **indexer)
+def inforank_ingest(root: Path, vecs: np.ndarray, texts: np.ndarray, batch: int) -> tuple[float, Indexer]:
+    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")))
     ix.create_collection("bench", dim=vecs.shape[1])
     ix.add("bench", [Item({"text": t}, id=f"t{i}") for i, t in enumerate(texts)])  # so IG is computable
     items = (Item({"image": v}, id=i) for i, v in enumerate(vecs))

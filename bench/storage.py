@@ -32,10 +32,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.common import clip_like, report
-from bench.ingest import inforank_ingest
 from indexer import writer
 from indexer.api import Indexer
 from indexer.db.models import PointRow, VectorRow
+from indexer.items import Item
+from indexer.store import QdrantLocation
 
 
 class _NoVectors:
@@ -68,10 +69,19 @@ def without_log() -> Iterator[None]:
 
 
 def ingest(root: Path, vecs: np.ndarray, texts: np.ndarray, log: bool) -> tuple[float, Indexer]:
+    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")), auto_rescore=False)
+    ix.create_collection("bench", dim=vecs.shape[1])
+    ix.add("bench", [Item({"text": t}, id=f"t{i}") for i, t in enumerate(texts)])
+    items = (Item({"image": v}, id=i) for i, v in enumerate(vecs))
+    t = time.perf_counter()
     if log:
-        return inforank_ingest(root, vecs, texts, 1024, auto_rescore=False)
-    with without_log():
-        return inforank_ingest(root, vecs, texts, 1024, auto_rescore=False)
+        rep = ix.add("bench", items, batch_size=1024)
+    else:
+        with without_log():
+            rep = ix.add("bench", items, batch_size=1024)
+    dt = time.perf_counter() - t
+    assert len(rep.ingested) == len(vecs) and not rep.rejected
+    return dt, ix
 
 
 def db_bytes(root: Path) -> int:
