@@ -116,6 +116,13 @@ class Moments:
         out.flags.writeable = False  # shared by every reader of this aggregate
         return out
 
+    def spread(self, rows: NDArray[np.floating]) -> F64:
+        """``√(xᵀΣx)`` for each row x (a 1-D x gives a 0-D array): the standard deviation of x's
+        similarities over this modality, the scale on which search calibrates a similarity."""
+        x = np.asarray(rows, dtype=np.float64)
+        # (x Σ) · x through BLAS: einsum's three-operand path does not use it (40× slower at 100 rows)
+        return np.sqrt(np.maximum(np.sum((x @ self.covariance) * x, axis=-1), 1e-12))
+
     @property
     def mean_norm(self) -> float:
         return self.norm_sum / self.n if self.n else 0.0

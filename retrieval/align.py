@@ -19,6 +19,7 @@ from indexer.api import Indexer
 from indexer.db.models import AlignmentRow
 from indexer.db.statstore import from_bytes, to_bytes
 from indexer.errors import InvalidInputError, NotFoundError
+from indexer.moments import Moments
 
 LAMBDAS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
 METHODS = ("procrustes", "lstsq")
@@ -68,20 +69,24 @@ def mixed_top1(
     q_img: np.ndarray,
     imgs: np.ndarray,
     txts: np.ndarray,
-    calib: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    calib: tuple[Moments, Moments] | None,
     targets: np.ndarray | None = None,
+    omega: np.ndarray | None = None,
 ) -> float:
     """Share of queries whose paired image (row ``targets[i]`` of ``imgs``, default i) ranks
     first among the images and the *other* texts (the query's own text is row ``targets[i]``
-    of ``txts``)."""
+    of ``txts``). ``calib``: the image and text statistics with which search calibrates a mixed
+    list from both sides (:meth:`retrieval.search.Searcher._calibrate`); ``omega``: the map that
+    moved ``q_img``, which the items' side follows."""
     t = np.arange(len(q)) if targets is None else np.asarray(targets)
     rows = np.arange(len(q))
     s_img = q_img @ imgs.T
     s_txt = q @ txts.T
     if calib is not None:
-        mi, ci, mt, ct = calib
-        s_img = (s_img - (q_img @ mi)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q_img, ci, q_img))[:, None]
-        s_txt = (s_txt - (q @ mt)[:, None]) / np.sqrt(np.einsum("ij,jk,ik->i", q, ct, q))[:, None]
+        mi, mt = calib
+        u = imgs if omega is None else imgs @ omega.T
+        s_img = (s_img - (q_img @ mi.mean)[:, None]) / mi.spread(q_img)[:, None] + (s_img - u @ mt.mean) / mt.spread(u)
+        s_txt = (s_txt - (q @ mt.mean)[:, None]) / mt.spread(q)[:, None] + (s_txt - txts @ mt.mean) / mt.spread(txts)
     s_txt[rows, t] = -np.inf  # the query's own text is not a competitor
     paired = s_img[rows, t].copy()
     s_img[rows, t] = -np.inf
@@ -129,7 +134,7 @@ def evaluate(
     a = _unit(txt[[p[1] for p in pairs]].astype(np.float64))
     _, mi = ix.moments(name, "image")
     _, mt = ix.moments(name, "text")
-    calib = (mi.mean, mi.covariance, mt.mean, mt.covariance)
+    calib = (mi, mt)
     per: dict[str, list[dict[str, float]]] = {"plain": [], "aligned": []}
     mixed: list[dict[str, float]] = []
     lams = []
@@ -152,7 +157,7 @@ def evaluate(
                 "plain": mixed_top1(at, at, b, a, None, test),
                 "aligned": mixed_top1(at, aligned, b, a, None, test),
                 "calibrated": mixed_top1(at, at, b, a, calib, test),
-                "aligned_calibrated": mixed_top1(at, aligned, b, a, calib, test),
+                "aligned_calibrated": mixed_top1(at, aligned, b, a, calib, test, omega),
                 "ceiling_text_to_image_r@1": recall_at(at, b, targets=test)["r@1"],
             }
         )

@@ -248,8 +248,10 @@ def _mixed_entry(
 
 def _mixed_hubness(s: Searcher, name: str, h: _HeldOut, hub: dict[str, Any]) -> dict[str, Any]:
     """The calibrated mixed list with the hubness correction on both modalities, as
-    ``search --modality all --hubness`` scores it — ``(cos(q, v) − β·(b(v) − b̄) − q·m̂)/√(qᵀΣq)``
-    per modality, b̄ the modality's mean bias — computed here held out like
+    ``search --modality all --hubness`` scores it — the corrected similarity
+    ``s = cos(q, v) − β·(b(v) − b̄)`` (b̄ the modality's mean bias) judged from both sides,
+    ``(s − q·m̂_t)/√(qᵀΣ_t q) + (s − v·m̂_q)/√(vᵀΣ_q v)`` — over the whole gallery (search
+    rescores each modality's ``depth`` most similar items) — computed here held out like
     :func:`_hubness`: each fold's biases come from the other folds' items (an image's bias from
     their texts, a text's from their images), with the (k, β) that fold chose for the query's
     direction on its training folds. m̂ and Σ are the collection's running statistics, as in search."""
@@ -265,8 +267,8 @@ def _mixed_hubness(s: Searcher, name: str, h: _HeldOut, hub: dict[str, Any]) -> 
             for m in (g_mod, q_mod):
                 b = h.bias(m, f, kb["k"])
                 sim = q @ vec[m].T - kb["beta"] * (b - b.mean())[None, :]
-                scale = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", q, mom[m].covariance, q), 1e-12))
-                cal[m] = (sim - (q @ mom[m].mean)[:, None]) / scale[:, None]
+                cal[m] = (sim - (q @ mom[m].mean)[:, None]) / mom[m].spread(q)[:, None]
+                cal[m] += (sim - (vec[m] @ mom[q_mod].mean)[None, :]) / mom[q_mod].spread(vec[m])[None, :]
             cal[q_mod][np.arange(len(part)), part] = -np.inf  # the query itself is not in its list
             both = np.concatenate([cal[g_mod], cal[q_mod]], axis=1)  # cross first: index < N is g_mod
             n = cal[g_mod].shape[1]

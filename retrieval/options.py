@@ -67,7 +67,11 @@ class SearchOptions:
     )
     depth: int = _opt(DEFAULT_DEPTH, "Candidates prefetched for reranking.")
     align: bool = _opt(False, "Apply the active alignment map to text queries (`inforank align fit`).")
-    calibrate: bool = _opt(True, "Mixed search: put images and texts on one scale per query (off: raw cosine).")
+    calibrate: bool = _opt(
+        True,
+        "Mixed search: put images and texts on one scale, judging each similarity against the query's "
+        "similarities to the item's modality and the item's to the query's (off: raw cosine).",
+    )
     hubness: bool | None = _opt(
         None,
         "Correct each item's similarity by its hubness bias (fit it with `inforank hubness fit`). "

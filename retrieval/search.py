@@ -4,9 +4,10 @@ Filters on stored scores become Qdrant range conditions (payload indexes); perce
 are translated to absolute thresholds from the collection's own score distribution. Reranking
 is a Qdrant formula query over a prefetch: ``similarity + Σ w · (score − μ)/σ`` with μ, σ of the
 collection's stored scores, so weights keep their meaning as the collection grows.
-Mixed-modality search calibrates each modality's similarities per query with the running
-statistics, ``z = (score − q·m̂)/sqrt(qᵀΣq)`` (score: the similarity with any rerank or hubness
-terms), so images and texts share one scale.
+Mixed-modality search puts images and texts on one scale by judging each similarity from both
+sides with the running statistics: ``(s − q·m̂_t)/√(qᵀΣ_t q) + (s − v·m̂_q)/√(vᵀΣ_q v)`` for a
+query q and an item v of modality t (s: the similarity with any rerank or hubness terms; m̂_q,
+Σ_q: the query's modality), over each modality's ``MIX_REACH``·k most similar items.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
 from indexer import schema
 from indexer.api import Indexer
 from indexer.collections import Collection
-from indexer.errors import InvalidQueryError
+from indexer.errors import InvalidQueryError, StorageError
 from indexer.items import MODALITIES
 from indexer.moments import Moments
 from indexer.schema import SCORE_FIELDS, key
@@ -31,6 +32,9 @@ from indexer.sketch import Sketch
 from indexer.store.base import Blend, Hit, QuerySpec
 from indexer.vectors import as_query
 from retrieval.options import MAX_K, Result, SearchOptions, SearchResponse
+
+if TYPE_CHECKING:
+    from retrieval.align import AlignMap
 
 #: rerank weights are bounded so a blended score never reaches the filter penalty's range
 MAX_WEIGHT = 1000.0
@@ -121,6 +125,11 @@ EF_CROSS = 2048
 #: at 100k, ef 2048 took 28 ms against 20 ms for the exact scan (bench.search); at 1M the scan
 #: takes 156 ms (bench.scale)
 CROSS_EXACT_BELOW = 200_000
+
+#: a calibrated mixed list rescores each modality's MIX_REACH·k most similar items (at most
+#: ``depth``): the item's side of the calibration moves items by a few places, and on the COCO
+#: pairs and 10k synthetic pairs 2·k of them gave the same lists as the whole gallery (BENCHMARKS.md)
+MIX_REACH = 3
 
 #: the freshness shown with results is at most this old (a rescore changes it without a new version)
 FRESHNESS_SECONDS = 1.0
@@ -229,20 +238,26 @@ class Searcher:
             if t not in c.vector_names:
                 raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
         applied: dict[str, Any] = {}
-        queries = {t: self._maybe_align(c, q, t, opts, applied) for t in targets}
-        per = {t: self._one(c, queries[t], t, opts, applied) for t in targets}
+        maps = {t: self._maybe_align(c, t, opts, applied) for t in targets}
+        queries = {t: q if (amap := maps[t]) is None else amap.apply(q) for t in targets}
+        per = {t: self._one(c, queries[t], t, opts, applied, maps[t]) for t in targets}
         applied["freshness"] = self._freshness(c, targets)
-        results = per[targets[0]] if len(targets) == 1 else self._mix(c, queries, per, opts, applied)
+        if len(targets) == 1:
+            results = per[targets[0]]
+        else:
+            applied["calibrated"] = opts.calibrate
+            if opts.calibrate:
+                applied["calibration"] = "two-sided"
+            results = sorted((r for rs in per.values() for r in rs), key=lambda r: -r.score)
         note = None
         if len(results) < opts.k:
             note = f"only {len(results)} items match the filters (asked for {opts.k})."
         return SearchResponse(results[: opts.k], note, applied)
 
-    def _maybe_align(
-        self, c: Collection, q: np.ndarray, target: str, o: SearchOptions, applied: dict[str, Any]
-    ) -> np.ndarray:
+    def _maybe_align(self, c: Collection, target: str, o: SearchOptions, applied: dict[str, Any]) -> AlignMap | None:
+        """The active alignment map where it applies to this target, else None."""
         if not o.align or target != "image" or o.query_modality != "text":
-            return q
+            return None
         from retrieval.align import active_map
 
         amap = active_map(self.ix, c.name)
@@ -271,7 +286,7 @@ class Searcher:
                 "(it is activated only if it helps on held-out pairs)."
             )
         applied["alignment_version"] = amap.version
-        return amap.apply(q)
+        return amap
 
     def _filter(
         self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]
@@ -323,7 +338,7 @@ class Searcher:
         if o.rerank_info_gain or o.rerank_conformity:
             dist = self.distribution(c, t)
             mom = self._moments(c, t)
-            s_q = float(np.sqrt(max(float(q @ mom.covariance @ q), 1e-12)))
+            s_q = float(mom.spread(q))
             for f, w in (("info_gain", o.rerank_info_gain), ("conformity", o.rerank_conformity)):
                 if w:
                     mu, sd = dist[f].moments()
@@ -355,8 +370,19 @@ class Searcher:
             }
         return Blend(tuple(terms)) if terms else None
 
-    def _one(self, c: Collection, q: np.ndarray, t: str, o: SearchOptions, applied: dict[str, Any]) -> list[Result]:
+    def _one(
+        self,
+        c: Collection,
+        q: np.ndarray,
+        t: str,
+        o: SearchOptions,
+        applied: dict[str, Any],
+        amap: AlignMap | None = None,
+    ) -> list[Result]:
+        """Modality ``t``'s results for the (aligned, where ``amap`` applies) query ``q``: its
+        ``k`` best, or in a calibrated mixed list its ``MIX_REACH``·k best on the common scale."""
         blend = self._blend(c, t, q, o, applied)
+        two_sided = o.modality == "all" and o.calibrate
         flt, frac = self._filter(c, t, o, applied)
         cross = o.query_modality != t
         # across the modality gap a query lies outside the indexed modality's shell, where the
@@ -371,10 +397,12 @@ class Searcher:
         spec = QuerySpec(
             vector=q.astype(np.float32).tolist(),
             using=c.vector_names[t],
-            limit=o.k,
+            # the item's side of the calibration reorders a modality's list, within its best few k
+            limit=max(o.k, min(o.depth, MIX_REACH * o.k)) if two_sided else o.k,
             filter=flt,
             blend=blend,
             depth=o.depth,
+            with_vectors=two_sided,
             exact=o.exact,
             ef=ef,
         )
@@ -388,31 +416,44 @@ class Searcher:
             hits = self.ix.store.query(c.qdrant_collection, spec)
             if flt is not None:
                 applied[f"{t}_filter_plan"] = "filtered search"
-        return [_result(h, t, blend) for h in hits]
+        results = [_result(h, t, blend) for h in hits]
+        if two_sided:
+            self._calibrate(c, q, t, o.query_modality, hits, results, amap)
+        return results
 
-    def _mix(
+    def _calibrate(
         self,
         c: Collection,
-        queries: dict[str, np.ndarray],
-        per: dict[str, list[Result]],
-        o: SearchOptions,
-        applied: dict[str, Any],
-    ) -> list[Result]:
-        merged: list[Result] = []
-        for t, rs in per.items():
-            if o.calibrate:
-                qt = queries[t]  # the aligned query where the map applies: one scale per modality
-                mom = self._moments(c, t)
-                center = float(qt @ mom.mean)
-                scale = float(np.sqrt(max(qt @ mom.covariance @ qt, 1e-12)))
-                for r in rs:
-                    # the whole blended score is in similarity units (rerank terms, hubness
-                    # bias): one per-query scale for all of it, so a term weighs the same in a
-                    # mixed list as in a single-modality one
-                    r.score = (r.score - center) / scale
-            merged += rs
-        applied["calibrated"] = o.calibrate
-        return sorted(merged, key=lambda r: -r.score)
+        q: np.ndarray,
+        t: str,
+        qm: str,
+        hits: list[Hit],
+        results: list[Result],
+        amap: AlignMap | None,
+    ) -> None:
+        """Put modality ``t``'s scores on the mixed list's scale, judging each from both sides:
+        the query's side, ``(s − q·m̂_t)/√(qᵀΣ_t q)`` (how far s stands out among the query's
+        similarities to all of modality t), plus the item's side, ``(s − v·m̂_q)/√(vᵀΣ_q v)``
+        (how far it stands out among the item's similarities to the query's modality), where s
+        is the blended score (rerank and hubness terms are in similarity units, so one scale
+        serves all of it). The item's side is what keeps an item that is close to everything of
+        the query's modality — a near-duplicate-rich image for an image query, say — from
+        crowding the other modality out (BENCHMARKS.md, mixed search). Where an alignment map M
+        moved the query (q ↦ qM), the query modality's statistics move with it (v·(m̂M) = (Mv)·m̂)."""
+        mom_t, mom_q = self._moments(c, t), self._moments(c, qm)
+        center = float(q @ mom_t.mean)
+        scale = float(mom_t.spread(q))
+        name = c.vector_names[t]
+        if any(h.vectors is None or name not in h.vectors for h in hits):
+            raise StorageError(f"Qdrant returned results without their {t!r} vectors for collection {c.name!r}.")
+        v = np.array([h.vectors[name] for h in hits if h.vectors], dtype=np.float64).reshape(len(hits), -1)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)  # an adopted collection's own vectors
+        if amap is not None:
+            v = v @ amap.matrix.T
+        v_center = v @ mom_q.mean
+        v_scale = mom_q.spread(v)
+        for r, vc, vs in zip(results, v_center.tolist(), v_scale.tolist(), strict=True):
+            r.score = (r.score - center) / scale + (r.score - vc) / vs
 
 
 def pass_fraction(dist: dict[str, Sketch], bounds: dict[str, tuple[float | None, float | None]]) -> float:

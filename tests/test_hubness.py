@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from indexer.errors import InvalidQueryError
 from retrieval import hubness
 from retrieval.cli import app
-from retrieval.search import Searcher, SearchOptions
+from retrieval.search import MIX_REACH, Searcher, SearchOptions
 from tests.conftest import COCO, coco_pairs_indexer
 from tests.consistency import assert_consistent
 
@@ -63,25 +63,36 @@ def test_the_formula_ranks_like_the_numpy_definition(fitted):
 
 
 def test_a_mixed_list_scores_the_corrected_similarity_on_one_scale_per_query(fitted):
-    """With the correction in a mixed list, each result's score is the *corrected* similarity
-    z-calibrated per query and modality — (cos − β·(b − b̄) − q·m̂)/√(qᵀΣq) — so the term weighs
-    the same as in a single-modality search (it used to be added unscaled, ~10× too light)."""
+    """With the correction in a mixed list, each result's score is the *corrected* similarity s
+    calibrated from both sides with the running statistics — (s − q·m̂_t)/√(qᵀΣ_t q) + (s −
+    v·m̂_q)/√(vᵀΣ_q v) for an item v of modality t and a query of modality q — so the term weighs
+    the same as in a single-modality search (it used to be added unscaled, ~10× too light), and
+    the list is the top 10 of that score over each modality's MIX_REACH·k best corrected
+    similarities among its 100 most similar items."""
     ix, feats, _ = fitted
     vec = {"image": _unit(feats[0]), "text": _unit(feats[1])}
     bank = {"image": vec["text"], "text": vec["image"]}
+    mom = {m: ix.moments("c", m)[1] for m in vec}
     s = Searcher(ix)
     seen = set()
     for qi in range(0, 500, 50):
         q = feats[1][qi] / np.linalg.norm(feats[1][qi])
-        res = s.search("c", q, SearchOptions(k=10, modality="all", hubness=True))
-        for h in res.results:
-            seen.add(h.modality)
-            m = h.modality
-            _, mom = ix.moments("c", m)
+        res = s.search("c", q, SearchOptions(k=10, depth=100, modality="all", hubness=True))
+        reach = MIX_REACH * 10  # each modality's list rescored: its reach best after the correction
+        want = []
+        for m in vec:
             b = np.sort(vec[m] @ bank[m].T, axis=1)[:, -K:].mean(axis=1)
-            sim = float(vec[m][int(h.id)] @ q) - BETA * (b[int(h.id)] - b.mean())
-            z = (sim - q @ mom.mean) / np.sqrt(q @ mom.covariance @ q)
-            assert h.score == pytest.approx(z, abs=1e-4), (qi, h.id, m)
+            pool = np.argsort(-(vec[m] @ q))[:100]  # the prefetch: each modality's 100 most similar
+            sim = vec[m] @ q - BETA * (b - b.mean())
+            pool = pool[np.argsort(-sim[pool])[:reach]]
+            v = vec[m][pool]
+            z = (sim[pool] - q @ mom[m].mean) / np.sqrt(q @ mom[m].covariance @ q)
+            z += (sim[pool] - v @ mom["text"].mean) / np.sqrt(np.einsum("ij,jk,ik->i", v, mom["text"].covariance, v))
+            want += [(float(zi), m, int(i)) for zi, i in zip(z, pool, strict=True)]
+        want.sort(key=lambda x: -x[0])
+        assert [(h.modality, int(h.id)) for h in res.results] == [(m, i) for _, m, i in want[:10]], qi
+        assert [h.score for h in res.results] == pytest.approx([z for z, _, _ in want[:10]], abs=1e-4), qi
+        seen |= {h.modality for h in res.results}
     assert seen == {"image", "text"}
 
 

@@ -161,7 +161,30 @@ def test_mixed_search_needs_calibration_to_rank_images(coco_ix: Indexer, coco):
     assert firsts_cal >= 10
 
 
-def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer):
+def _check_aligned_mixed_list(ix: Indexer, coco, matrix: np.ndarray) -> None:
+    """A mixed list with an active map: the text query moves to qM for the images; each image's
+    side of the calibration follows the map (v·(m̂M) = (Mv)·m̂), each text's does not."""
+    img, txt = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in coco)
+    mom = {m: ix.moments("c", m)[1] for m in ("image", "text")}
+    q = txt[7]
+    qa = q @ matrix
+    qa /= np.linalg.norm(qa)
+    res = Searcher(ix).search("c", q, SearchOptions(k=10, modality="all", align=True))
+    assert res.applied["calibration"] == "two-sided"
+    for h in res.results:
+        i = int(h.id)
+        if h.modality == "image":
+            qq, v, u = qa, img[i], matrix @ img[i]
+        else:
+            qq, v, u = q, txt[i], txt[i]
+        sim = float(qq @ v)
+        want = (sim - qq @ mom[h.modality].mean) / mom[h.modality].spread(qq)
+        want += (sim - u @ mom["text"].mean) / mom["text"].spread(u)
+        assert h.score == pytest.approx(float(want), abs=1e-4), (h.modality, i)
+    assert {h.modality for h in res.results} == {"image", "text"}
+
+
+def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer, coco):
     try:  # the module-scoped collection is shared: no map stays active, also on failure
         m = align.fit(coco_ix, "c", repeats=1)
         t2i = m.metrics["text_to_image"]
@@ -179,6 +202,7 @@ def test_alignment_is_evaluated_and_not_activated_when_it_hurts(coco_ix: Indexer
         assert np.allclose(forced.matrix @ forced.matrix.T, np.eye(512), atol=1e-8)  # orthogonal
         res = Searcher(coco_ix).search("c", np.ones(512), SearchOptions(k=3, align=True))
         assert res.applied["alignment_version"] == 2
+        _check_aligned_mixed_list(coco_ix, coco, forced.matrix)
     finally:
         align.off(coco_ix, "c")
     with pytest.raises(InvalidQueryError, match=r"no active alignment map: the last map .* was switched off"):
