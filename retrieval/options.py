@@ -39,7 +39,9 @@ class SearchOptions:
     k: int = _opt(10, f"How many results (1 to {MAX_K}).")
     modality: Target = _opt("image", "Search image vectors, text vectors, or all (one mixed list).")
     query_modality: Modality = _opt(
-        "text", "What the query vector is: text or image.", cli=("--query-modality", "--vector-modality")
+        "text",
+        "What the query vector is: text or image (a mixed list's calibration and --align use it).",
+        cli=("--query-modality", "--vector-modality"),
     )
     min_info_gain: float | None = _opt(
         None, "Keep items with at least this information gain (`stats` shows its typical values)."

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
@@ -25,7 +26,7 @@ from indexer import schema
 from indexer.api import Indexer
 from indexer.collections import Collection
 from indexer.errors import InvalidQueryError, StorageError
-from indexer.items import MODALITIES
+from indexer.items import MODALITIES, other_modality
 from indexer.moments import Moments
 from indexer.schema import SCORE_FIELDS, key
 from indexer.sketch import Sketch
@@ -130,6 +131,10 @@ CROSS_EXACT_BELOW = 200_000
 #: ``depth``): the item's side of the calibration moves items by a few places, and on the COCO
 #: pairs and 10k synthetic pairs 2·k of them gave the same lists as the whole gallery (BENCHMARKS.md)
 MIX_REACH = 3
+
+#: a vector this many standard deviations below a modality's members (similarity to its mean)
+#: is not of that modality: 5, where the COCO pairs' vectors lie within 4.3 of their own modality
+MEMBER_Z = 5.0
 
 #: the freshness shown with results is at most this old (a rescore changes it without a new version)
 FRESHNESS_SECONDS = 1.0
@@ -238,6 +243,8 @@ class Searcher:
             if t not in c.vector_names:
                 raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
         applied: dict[str, Any] = {}
+        if len(targets) > 1 and opts.calibrate:
+            self._check_query_modality(c, q, opts.query_modality)
         maps = {t: self._maybe_align(c, t, opts, applied) for t in targets}
         queries = {t: q if (amap := maps[t]) is None else amap.apply(q) for t in targets}
         per = {t: self._one(c, queries[t], t, opts, applied, maps[t]) for t in targets}
@@ -247,12 +254,40 @@ class Searcher:
         else:
             applied["calibrated"] = opts.calibrate
             if opts.calibrate:
-                applied["calibration"] = "two-sided"
+                applied.setdefault("calibration", "two-sided")
             results = sorted((r for rs in per.values() for r in rs), key=lambda r: -r.score)
         note = None
         if len(results) < opts.k:
             note = f"only {len(results)} items match the filters (asked for {opts.k})."
         return SearchResponse(results[: opts.k], note, applied)
+
+    def _check_query_modality(self, c: Collection, q: np.ndarray, declared: str) -> None:
+        """Refuse a mixed list for a vector that is plainly of the other modality than declared:
+        its item's side would judge every similarity against the wrong statistics (measured on
+        the COCO pairs: R@1 0, the top 10 all of the query's own modality). The test is each
+        modality's own: how many standard deviations the query's similarity to the modality's
+        mean lies below its members' (``(q·m̂ − m̂·m̂)/√(m̂ᵀΣm̂)``); it refuses where the declared
+        modality puts the query beyond MEMBER_Z and the other modality nearer. On the COCO pairs
+        every vector is within 4.3 of its own modality and beyond 5.3 of the other; where the
+        modalities overlap (no modality gap) it never refuses."""
+        other = other_modality(declared)
+        if declared not in c.vector_names or other not in c.vector_names:
+            return
+        z = {}
+        for m in (declared, other):
+            mom = self._moments(c, m)
+            if mom.n < 2:
+                return
+            # the members' mean similarity to the modality's mean, and its spread: per version
+            center, spread = self._keep(("members", c.id, m), c.stats_version, partial(_members, mom))
+            z[m] = float((q @ mom.mean - center) / spread)
+        if z[declared] < -MEMBER_Z and z[other] > z[declared]:
+            raise InvalidQueryError(
+                f"The query vector looks like {other} rather than {declared}: its similarity to the {declared} "
+                f"mean is {-z[declared]:.1f} standard deviations below what {declared} items have "
+                f"({-z[other]:.1f} for {other}). A mixed list calibrates by the query's modality: pass "
+                f"query_modality={other!r} (CLI: --vector-modality {other}), or calibrate=false."
+            )
 
     def _maybe_align(self, c: Collection, target: str, o: SearchOptions, applied: dict[str, Any]) -> AlignMap | None:
         """The active alignment map where it applies to this target, else None."""
@@ -418,7 +453,7 @@ class Searcher:
                 applied[f"{t}_filter_plan"] = "filtered search"
         results = [_result(h, t, blend) for h in hits]
         if two_sided:
-            self._calibrate(c, q, t, o.query_modality, hits, results, amap)
+            self._calibrate(c, q, t, o.query_modality, hits, results, amap, applied)
         return results
 
     def _calibrate(
@@ -430,6 +465,7 @@ class Searcher:
         hits: list[Hit],
         results: list[Result],
         amap: AlignMap | None,
+        applied: dict[str, Any],
     ) -> None:
         """Put modality ``t``'s scores on the mixed list's scale, judging each from both sides:
         the query's side, ``(s − q·m̂_t)/√(qᵀΣ_t q)`` (how far s stands out among the query's
@@ -440,9 +476,16 @@ class Searcher:
         the query's modality — a near-duplicate-rich image for an image query, say — from
         crowding the other modality out (BENCHMARKS.md, mixed search). Where an alignment map M
         moved the query (q ↦ qM), the query modality's statistics move with it (v·(m̂M) = (Mv)·m̂)."""
+        if not hits:
+            return
         mom_t, mom_q = self._moments(c, t), self._moments(c, qm)
         center = float(q @ mom_t.mean)
         scale = float(mom_t.spread(q))
+        if mom_q.n < 2:  # no spread of the query's modality to judge by yet: the query's side alone
+            applied["calibration"] = f"query side only: the collection has {mom_q.n} {qm} item(s)"
+            for r in results:
+                r.score = (r.score - center) / scale
+            return
         name = c.vector_names[t]
         if any(h.vectors is None or name not in h.vectors for h in hits):
             raise StorageError(f"Qdrant returned results without their {t!r} vectors for collection {c.name!r}.")
@@ -454,6 +497,12 @@ class Searcher:
         v_scale = mom_q.spread(v)
         for r, vc, vs in zip(results, v_center.tolist(), v_scale.tolist(), strict=True):
             r.score = (r.score - center) / scale + (r.score - vc) / vs
+
+
+def _members(mom: Moments) -> tuple[float, float]:
+    """Mean and standard deviation of a modality's members' similarity to its mean: m̂·m̂ and
+    √(m̂ᵀΣm̂) (a member's similarity to the mean, averaged, is the mean's squared norm)."""
+    return float(mom.mean @ mom.mean), float(mom.spread(mom.mean))
 
 
 def pass_fraction(dist: dict[str, Sketch], bounds: dict[str, tuple[float | None, float | None]]) -> float:

@@ -304,3 +304,46 @@ def test_score_distribution_follows_every_write_without_a_scan(coco_ix: Indexer,
         assert got == pytest.approx(exact[int(np.ceil(0.05 * len(exact))) - 1], rel=0.005)
     finally:
         coco_ix.delete("c", ["one-more"])
+
+
+def test_a_mixed_list_with_an_empty_side_or_too_few_query_modality_items(tmp_path):
+    """The item's side of the calibration needs the spread of the query's modality: with one
+    text in the collection a text query's mixed list falls back to the query's side (and says
+    so) instead of dividing by zero; a filter that leaves one modality empty leaves the other."""
+    from indexer.store import QdrantLocation
+
+    rng = np.random.default_rng(5)
+    ix = Indexer(f"sqlite:///{tmp_path / 'db.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        ix.create_collection("m", dim=16, min_count=2)
+        imgs = rng.standard_normal((40, 16))
+        ix.add("m", [Item({"image": v}, id=i, metadata={"kind": "photo"}) for i, v in enumerate(imgs)])
+        ix.add("m", [Item({"text": rng.standard_normal(16)}, id="t0", metadata={"kind": "caption"})])
+        q = rng.standard_normal(16)
+        res = Searcher(ix).search("m", q, SearchOptions(k=5, modality="all"))
+        assert res.applied["calibration"] == "query side only: the collection has 1 text item(s)"
+        assert len(res.results) == 5 and all(np.isfinite(r.score) for r in res.results)
+        photos = {"must": [{"key": "kind", "match": {"value": "photo"}}]}
+        res = Searcher(ix).search("m", q, SearchOptions(k=5, modality="all", query_modality="image", filter=photos))
+        assert res.applied["calibration"] == "two-sided"
+        assert [r.modality for r in res.results] == ["image"] * 5
+    finally:
+        ix.close()
+
+
+def test_a_mixed_list_refuses_a_vector_of_the_other_modality_than_declared(coco_ix: Indexer, coco):
+    """The item's side of a mixed list's calibration reads the declared query modality: an image
+    vector sent as text would be judged against the text statistics (R@1 0 on these pairs), so
+    it is refused with what to pass instead. No vector of its own modality is refused."""
+    img, txt = coco
+    with pytest.raises(InvalidQueryError, match=r"looks like image rather than text.*query_modality='image'"):
+        Searcher(coco_ix).search("c", img[3], SearchOptions(k=5, modality="all"))
+    with pytest.raises(InvalidQueryError, match=r"looks like text rather than image.*--vector-modality text"):
+        Searcher(coco_ix).search("c", txt[3], SearchOptions(k=5, modality="all", query_modality="image"))
+    s = Searcher(coco_ix)
+    for i in range(0, 500, 25):
+        s.search("c", img[i], SearchOptions(k=5, modality="all", query_modality="image"))
+        s.search("c", txt[i], SearchOptions(k=5, modality="all", query_modality="text"))
+    # uncalibrated and single-modality searches do not read the declaration this way
+    assert Searcher(coco_ix).search("c", img[3], SearchOptions(k=5, modality="all", calibrate=False)).results
+    assert Searcher(coco_ix).search("c", img[3], SearchOptions(k=5, modality="text")).results

@@ -347,3 +347,18 @@ def test_evaluate_over_http_with_labelled_queries(ix):
     assert 0 <= got["r@10"]["mean"] <= 1 and r.json()["queries"] == 10
     bad = tc.post("/collections/c/evaluate", json={"queries": [*queries[:3], {"vector": [1.0] * D}]})
     assert bad.status_code == 400 and "queries[3]" in bad.json()["detail"]
+
+
+def test_a_mixed_search_with_the_wrong_query_modality_is_a_400_that_says_what_to_pass(tmp_path):
+    from tests.conftest import coco_pairs_indexer
+
+    cix, feats = coco_pairs_indexer(tmp_path)
+    try:
+        tc = TestClient(create_app(cix))
+        body = {"vector": feats[0][3].tolist(), "k": 5, "modality": "all"}
+        r = tc.post("/collections/c/search", json=body)
+        assert r.status_code == 400 and "query_modality='image'" in r.json()["detail"]
+        r = tc.post("/collections/c/search", json={**body, "query_modality": "image"})
+        assert r.status_code == 200 and len(r.json()["results"]) == 5
+    finally:
+        cix.close()
