@@ -284,9 +284,10 @@ class Searcher:
         if z[declared] < -MEMBER_Z and z[other] > z[declared]:
             raise InvalidQueryError(
                 f"The query vector looks like {other} rather than {declared}: its similarity to the {declared} "
-                f"mean is {-z[declared]:.1f} standard deviations below what {declared} items have "
-                f"({-z[other]:.1f} for {other}). A mixed list calibrates by the query's modality: pass "
-                f"query_modality={other!r} (CLI: --vector-modality {other}), or calibrate=false."
+                f"mean lies {_sd(z[declared])} {declared} items' (to the {other} mean: {_sd(z[other])} "
+                f"{other} items'). A mixed list calibrates by the query's modality: pass "
+                f"query_modality={other!r} (CLI: --vector-modality {other}), or turn calibration off "
+                "(calibrate=false; CLI: --no-calibrate)."
             )
 
     def _maybe_align(self, c: Collection, target: str, o: SearchOptions, applied: dict[str, Any]) -> AlignMap | None:
@@ -497,6 +498,10 @@ class Searcher:
         v_scale = mom_q.spread(v)
         for r, vc, vs in zip(results, v_center.tolist(), v_scale.tolist(), strict=True):
             r.score = (r.score - center) / scale + (r.score - vc) / vs
+
+
+def _sd(z: float) -> str:
+    return f"{abs(z):.1f} standard deviations {'below' if z < 0 else 'above'}"
 
 
 def _members(mom: Moments) -> tuple[float, float]:
