@@ -251,7 +251,7 @@ def _mixed_hubness(s: Searcher, name: str, h: _HeldOut, hub: dict[str, Any]) -> 
     ``search --modality all --hubness`` scores it — the corrected similarity
     ``s = cos(q, v) − β·(b(v) − b̄)`` (b̄ the modality's mean bias) judged from both sides,
     ``(s − q·m̂_t)/√(qᵀΣ_t q) + (s − v·m̂_q)/√(vᵀΣ_q v)`` — over the whole gallery (search
-    rescores each modality's ``depth`` most similar items) — computed here held out like
+    rescores each modality's ``MIX_REACH``·k most similar) — computed here held out like
     :func:`_hubness`: each fold's biases come from the other folds' items (an image's bias from
     their texts, a text's from their images), with the (k, β) that fold chose for the query's
     direction on its training folds. m̂ and Σ are the collection's running statistics, as in search."""
