@@ -73,9 +73,12 @@ def run(ix: Indexer, out: Path, echo: Callable[[str], None] | None = print) -> d
     say(f"   the same without the least informative 5 % ({gone} placeholders gone): {show(filtered)}")
     say(f"   images for caption coco-42, plain: {show(images)}")
     say(f"   the same, preferring distinctive images (rerank by conformity −0.25): {show(reranked)}")
+    mixed = _mixed_lists(S, txt)
     say(
-        f"   one mixed list for caption coco-42 (modality of each hit), plain CLIP: "
-        f"{[x.modality for x in mixed_plain.results]}; calibrated: {[x.modality for x in mixed_cal.results]}"
+        f"   one mixed list of images and texts for each of {mixed['captions']} captions (the caption itself left "
+        "out): images are "
+        f"{mixed['plain_image_share']:.0%} of plain CLIP's top 5 and {mixed['calibrated_image_share']:.0%} of "
+        f"the calibrated top 5; the paired image is in the calibrated top 5 for {mixed['paired_in_top_5']:.0%}"
     )
     amap = align.fit(ix, NAME)
     say("6. alignment: " + json.dumps({k: amap.metrics[k] for k in ("text_to_image", "mixed_top1", "reason")}))
@@ -94,6 +97,7 @@ def run(ix: Indexer, out: Path, echo: Callable[[str], None] | None = print) -> d
             "reranked": reranked.as_dict(),
             "mixed_plain": mixed_plain.as_dict(),
             "mixed_calibrated": mixed_cal.as_dict(),
+            "mixed_lists": mixed,
         },
     }
     from retrieval.report import alignment_table, write_report
@@ -135,3 +139,25 @@ def _encoder_demo(say: Callable[[str], None]) -> dict[str, Any]:
     }
     say(f"7. encoder path (random-init open_clip ViT-B-32, labelled untrained): {out}")
     return out
+
+
+def _mixed_lists(S: Searcher, txt: np.ndarray, every: int = 5) -> dict[str, Any]:
+    """Mixed lists (k = 5) for every ``every``-th caption, plain and calibrated: the share of
+    images in them and how often the caption's own image is there (one example can mislead: a
+    vague caption's nearest items are other vague captions)."""
+    shares: dict[bool, list[float]] = {False: [], True: []}
+    paired = []
+    for i in range(0, len(txt), every):
+        own = (f"coco-{i}", "text")
+        for cal in (False, True):
+            res = S.search(NAME, txt[i], SearchOptions(k=6, modality="all", calibrate=cal))
+            hits = [(x.id, x.modality) for x in res.results if (x.id, x.modality) != own][:5]
+            shares[cal].append(sum(m == "image" for _, m in hits) / 5)
+            if cal:
+                paired.append((f"coco-{i}", "image") in hits)
+    return {
+        "captions": len(paired),
+        "plain_image_share": float(np.mean(shares[False])),
+        "calibrated_image_share": float(np.mean(shares[True])),
+        "paired_in_top_5": float(np.mean(paired)),
+    }

@@ -101,7 +101,8 @@ def test_image_thumbnails_are_copied_into_the_report(indexer: Indexer, tmp_path:
 @pytest.mark.clip
 def test_the_demo_shows_each_option_doing_something(tmp_path):
     """The README's main job: the percentile filter visibly removes the placeholders a
-    boilerplate query finds, and the scores were kept fresh during the ingest."""
+    boilerplate query finds, the scores were kept fresh during the ingest, and a calibrated mixed
+    list shows both modalities where plain CLIP shows texts only."""
     pytest.importorskip("open_clip")
     from indexer.api import Indexer
     from indexer.store import QdrantLocation
@@ -118,6 +119,9 @@ def test_the_demo_shows_each_option_doing_something(tmp_path):
     assert not any(i.startswith("placeholder") for i in filtered)
     assert {r["modality"] for r in summary["search"]["reranked"]["results"]} == {"image"}
     assert summary["placeholders_in_bottom"] == 10
+    mixed = summary["search"]["mixed_lists"]  # plain CLIP never ranks an image above a text
+    assert mixed["plain_image_share"] == 0 and 0.3 < mixed["calibrated_image_share"] < 0.95
+    assert mixed["paired_in_top_5"] > 0.6
     assert (tmp_path / "out" / "index.html").exists()
 
 
