@@ -10,6 +10,12 @@ bound the refresh reports. Each way of following runs on its own copy: change by
 store's nearest-neighbour queries; ``REFIT_SHARE`` set out of reach) and as the refresh chooses.
 
     python -m bench.hubness --follow [--pairs 20000] [--grow 5]
+
+``--shrink P``: fit, delete P % of the pairs (under the recompute-all share, so the refresh
+follows the removals one by one), ``rescore``: the removal bound the refresh reports against
+the largest distance of any stored bias from its definition.
+
+    python -m bench.hubness --shrink 0.5 [--pairs 50000]
 """
 
 from __future__ import annotations
@@ -137,14 +143,45 @@ def follow(pairs: int = 20_000, grow_pct: float = 5.0, k: int = 8, beta: float =
     return report("hubness_follow", out)
 
 
+def shrink(pairs: int = 50_000, remove_pct: float = 0.5, k: int = 8, beta: float = 0.5) -> dict:
+    """Fit, then delete ``remove_pct`` % of the pairs (under the refresh's recompute-all share,
+    so it follows the removals one by one) and ``rescore``: the bound the refresh reports for
+    removals, ``(s_R + 1)/k``, against the largest distance of any stored bias from its
+    definition afterwards."""
+    img, txt = clip_like(pairs, seed=1), clip_like(pairs, seed=2, shift=1)
+    gone = max(1, int(pairs * remove_pct / 100))
+    out: dict = {"pairs": pairs, "removed_pairs": gone, "k": k, "beta": beta, "refit_share": following.REFIT_SHARE}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        ix = Indexer(f"sqlite:///{root / 'h.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False)
+        try:
+            ix.create_collection("c", dim=512)
+            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
+            t = time.perf_counter()
+            hubness.fit(ix, "c", k=k, beta=beta)
+            out["fit_s"] = time.perf_counter() - t
+            ix.delete("c", list(np.random.default_rng(0).choice(pairs, gone, replace=False).tolist()))
+            t = time.perf_counter()
+            rep = ix.rescore("c")
+            out["rescore_s"] = time.perf_counter() - t
+            out.update(rep.hubness or {})
+            out["worst_error"] = _worst_error(ix, "c", k)
+        finally:
+            ix.close()
+    return report("hubness_shrink", out)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--pairs", type=int, default=50_000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--follow", action="store_true", help="measure following the bank after a fit instead")
     p.add_argument("--grow", type=float, default=5.0, help="--follow: per cent more pairs after the fit")
+    p.add_argument("--shrink", type=float, default=None, help="measure following the removal of this per cent instead")
     a = p.parse_args()
-    if a.follow:
+    if a.shrink is not None:
+        shrink(a.pairs, a.shrink)
+    elif a.follow:
         follow(a.pairs, a.grow)
     else:
         run(a.pairs, a.queries)
