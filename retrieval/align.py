@@ -20,6 +20,7 @@ from indexer.db.models import AlignmentRow
 from indexer.db.statstore import from_bytes, to_bytes
 from indexer.errors import InvalidInputError, NotFoundError
 from indexer.moments import Moments
+from retrieval.search import two_sided
 
 LAMBDAS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
 METHODS = ("procrustes", "lstsq")
@@ -85,8 +86,8 @@ def mixed_top1(
     if calib is not None:
         mi, mt = calib
         u = imgs if omega is None else imgs @ omega.T
-        s_img = (s_img - (q_img @ mi.mean)[:, None]) / mi.spread(q_img)[:, None] + (s_img - u @ mt.mean) / mt.spread(u)
-        s_txt = (s_txt - (q @ mt.mean)[:, None]) / mt.spread(q)[:, None] + (s_txt - txts @ mt.mean) / mt.spread(txts)
+        s_img = two_sided(s_img, q_img, u, mi, mt)
+        s_txt = two_sided(s_txt, q, txts, mt, mt)
     s_txt[rows, t] = -np.inf  # the query's own text is not a competitor
     paired = s_img[rows, t].copy()
     s_img[rows, t] = -np.inf

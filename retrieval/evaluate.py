@@ -29,7 +29,7 @@ from indexer.errors import InvalidInputError
 from indexer.items import other_modality
 from retrieval.hubness import HUB_GRID, Pairs, bias, choose, pairs, ranks, unit
 from retrieval.options import Modality
-from retrieval.search import Searcher, SearchOptions
+from retrieval.search import Searcher, SearchOptions, two_sided
 
 K = 10
 #: the options compared with plain search (the CLI's --prefer settings among them)
@@ -267,8 +267,7 @@ def _mixed_hubness(s: Searcher, name: str, h: _HeldOut, hub: dict[str, Any]) -> 
             for m in (g_mod, q_mod):
                 b = h.bias(m, f, kb["k"])
                 sim = q @ vec[m].T - kb["beta"] * (b - b.mean())[None, :]
-                cal[m] = (sim - (q @ mom[m].mean)[:, None]) / mom[m].spread(q)[:, None]
-                cal[m] += (sim - (vec[m] @ mom[q_mod].mean)[None, :]) / mom[q_mod].spread(vec[m])[None, :]
+                cal[m] = two_sided(sim, q, vec[m], mom[m], mom[q_mod])
             cal[q_mod][np.arange(len(part)), part] = -np.inf  # the query itself is not in its list
             both = np.concatenate([cal[g_mod], cal[q_mod]], axis=1)  # cross first: index < N is g_mod
             n = cal[g_mod].shape[1]

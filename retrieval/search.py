@@ -245,9 +245,10 @@ class Searcher:
         applied: dict[str, Any] = {}
         if len(targets) > 1 and opts.calibrate:
             self._check_query_modality(c, q, opts.query_modality)
+        two_sided = len(targets) > 1 and opts.calibrate  # a mixed list, on one scale
         maps = {t: self._maybe_align(c, t, opts, applied) for t in targets}
         queries = {t: q if (amap := maps[t]) is None else amap.apply(q) for t in targets}
-        per = {t: self._one(c, queries[t], t, opts, applied, maps[t]) for t in targets}
+        per = {t: self._one(c, queries[t], t, opts, applied, maps[t], two_sided) for t in targets}
         applied["freshness"] = self._freshness(c, targets)
         if len(targets) == 1:
             results = per[targets[0]]
@@ -414,11 +415,12 @@ class Searcher:
         o: SearchOptions,
         applied: dict[str, Any],
         amap: AlignMap | None = None,
+        two_sided: bool = False,
     ) -> list[Result]:
         """Modality ``t``'s results for the (aligned, where ``amap`` applies) query ``q``: its
-        ``k`` best, or in a calibrated mixed list its ``MIX_REACH``·k best on the common scale."""
+        ``k`` best, or for a calibrated mixed list (``two_sided``) its ``MIX_REACH``·k best on
+        the common scale."""
         blend = self._blend(c, t, q, o, applied)
-        two_sided = o.modality == "all" and o.calibrate
         flt, frac = self._filter(c, t, o, applied)
         cross = o.query_modality != t
         # across the modality gap a query lies outside the indexed modality's shell, where the
@@ -480,10 +482,9 @@ class Searcher:
         if not hits:
             return
         mom_t, mom_q = self._moments(c, t), self._moments(c, qm)
-        center = float(q @ mom_t.mean)
-        scale = float(mom_t.spread(q))
         if mom_q.n < 2:  # no spread of the query's modality to judge by yet: the query's side alone
             applied["calibration"] = f"query side only: the collection has {mom_q.n} {qm} item(s)"
+            center, scale = float(q @ mom_t.mean), float(mom_t.spread(q))
             for r in results:
                 r.score = (r.score - center) / scale
             return
@@ -494,10 +495,19 @@ class Searcher:
         v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)  # an adopted collection's own vectors
         if amap is not None:
             v = v @ amap.matrix.T
-        v_center = v @ mom_q.mean
-        v_scale = mom_q.spread(v)
-        for r, vc, vs in zip(results, v_center.tolist(), v_scale.tolist(), strict=True):
-            r.score = (r.score - center) / scale + (r.score - vc) / vs
+        scores = two_sided(np.array([r.score for r in results]), q, v, mom_t, mom_q)
+        for r, score in zip(results, scores.tolist(), strict=True):
+            r.score = score
+
+
+def two_sided(sim: np.ndarray, q: np.ndarray, v: np.ndarray, mom_t: Moments, mom_q: Moments) -> np.ndarray:
+    """A mixed list's score of similarities ``sim`` (the query's, or each row of queries', to
+    the items ``v`` of modality t, rows): the query's side ``(s − q·m̂_t)/√(qᵀΣ_t q)`` plus the
+    item's side ``(s − v·m̂_q)/√(vᵀΣ_q v)``, with ``mom_t`` the items' modality's statistics and
+    ``mom_q`` the query's (:meth:`Searcher._calibrate`; ``evaluate`` and ``align`` score the
+    same way over whole galleries)."""
+    query_side = (sim - np.asarray(q @ mom_t.mean)[..., None]) / mom_t.spread(q)[..., None]
+    return query_side + (sim - v @ mom_q.mean) / mom_q.spread(v)
 
 
 def _sd(z: float) -> str:
