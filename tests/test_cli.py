@@ -194,3 +194,24 @@ def test_ingest_builds_the_index_a_segment_at_a_time(tmp_path: Path, monkeypatch
     code, out = run("ingest", "c", "--vectors", str(tmp_path / "b.npz"), "--modality", "image", "--batch-size", "250")
     assert code == 0 and "c: built in" in out and "2000 of 2000 vectors in the HNSW index, " in out
     assert "c: building the HNSW index for 500 of 2000 vectors" in out  # said before it starts
+
+
+def test_a_mixed_search_with_the_wrong_vector_modality_says_what_to_pass(tmp_path: Path):
+    from tests.conftest import COCO
+
+    feats = np.load(COCO)
+    ids = np.array([f"p{i}" for i in range(500)])
+    np.savez(tmp_path / "img.npz", vectors=feats[0], ids=ids)
+    np.savez(tmp_path / "txt.npz", vectors=feats[1], ids=ids)
+    np.save(tmp_path / "q.npy", feats[0][3])
+    assert run("create", "c", "--dim", "512")[0] == 0
+    for m in ("img", "txt"):
+        modality = "image" if m == "img" else "text"
+        assert run("ingest", "c", "--vectors", str(tmp_path / f"{m}.npz"), "--modality", modality)[0] == 0
+    code, out = run("search", "c", "--vector", str(tmp_path / "q.npy"), "--modality", "all")
+    assert code == 2 and "looks like image rather than text" in out and "--vector-modality image" in out
+    assert "Traceback" not in out
+    code, out = run(
+        "search", "c", "--vector", str(tmp_path / "q.npy"), "--modality", "all", "--vector-modality", "image", "--json"
+    )
+    assert code == 0 and len(json.loads(out)["results"]) == 10
