@@ -13,15 +13,25 @@ nearest-neighbour queries, never with a scan of the collection:
 - an item **removed** (its vector kept in the queue): the items it was among the k nearest of,
   ``similarity ≥ hub_kth``, are recomputed the same way.
 
-What the reach can miss is bounded. An item o beyond the reach of a new bank item b has
-``cos(o, b) ≤ s_R`` (the similarity at the reach's end), and b changes o's bias only where it beats
-o's k-th similarity, which is at least ``floor`` (the lowest k-th similarity of any item). So when
-``s_R < floor`` the reach missed nothing; otherwise o's bias is at most ``s_R − floor`` too low
-(a mean of k rises by at most what its new member beats the old k-th by). A removed bank item
-lowers a bias by ``(cos(o, b) − next)/k ≤ (s_R + 1)/k``. The refresh keeps the worst case so far
-as the modality's ``bound`` (``applied.hubness``, ``stats``): 0 while every query reached past the
-floor, as on the COCO pairs; a new fit resets it. Biases follow the store's search: exact on a
-scanned store, within the HNSW index's recall on an indexed one.
+The reach is deep enough to miss nothing once it ends below ``floor``, the lowest k-th similarity
+of any item: an item o beyond the reach of a changed bank item b has ``cos(o, b) ≤ s_R`` (the
+similarity at the reach's end), and b enters or leaves o's k nearest only where ``cos(o, b)`` is at
+least o's k-th similarity, so at least ``floor``. The refresh therefore reaches ``REACH`` deep and,
+while the reach still ends at or above the floor, four times deeper, up to ``MAX_REACH``. Past that
+cap what it can miss is bounded, and the bound adds up over the changes it missed (several can
+hit the same item):
+
+- missed **additions** raise a bias by at most ``max s_R − floor`` in all (each of at most k new
+  members beats an old member that was at least the floor; ``max s_R + 1`` once a removal was
+  missed too, since o's k-th similarity may then lie below the floor);
+- missed **removals** lower it by at most ``min(n, k)/k · (max s_R + 1)`` for n of them (each takes
+  a member of at most its ``s_R`` out of the mean of k; what replaces it is at least −1).
+
+The modality's ``bound`` (``applied.hubness``, ``stats``) is the larger of the two, kept with its
+parts in ``missed``: 0 while every reach passed the floor, as on the COCO pairs and the 100k
+synthetic pairs of ``bench.hubness``; a new fit or a recomputation of every bias resets it.
+Biases follow the store's search: exact on a scanned store, within the HNSW index's recall on an
+indexed one.
 
 A queue longer than ``REFIT_SHARE`` of the collection is followed by :func:`recompute_all`
 instead: every bias at once, exact, as the fit computes them.
@@ -49,8 +59,13 @@ from indexer.store.base import QuerySpec, VectorStore
 from indexer.sync import sync_dirty
 from indexer.writer import mark_dirty
 
-#: how deep the refresh looks among a changed item's nearest neighbours of the other modality
+#: how deep the refresh first looks among a changed item's nearest neighbours of the other
+#: modality, and how deep at most (four times deeper each round while the reach ends at or above
+#: the floor). Synthetic CLIP-shaped pairs, k = 8: passing the floor took at most 925 neighbours at
+#: 20k pairs (median 108), so the cap covers ≈ 90k pairs with its margin; larger collections may
+#: miss, and then the bound says by how much.
 REACH = 256
+MAX_REACH = 4096
 #: a queue longer than this share of the collection's vectors is followed by recomputing every
 #: bias at once (numpy over the stored vectors, exact): measured at 20k pairs, following 5 % growth
 #: change by change recomputed 89 % of the biases one query each, 4.9× the cost of a refit
@@ -171,6 +186,7 @@ def refresh(
             vecs = _vectors(s, c, {(r.item_key, r.modality) for r in rows if not r.removed})
         floor = dict(hub.get("floor") or {})
         bound = dict(hub.get("bound") or {})
+        missed = dict(hub.get("missed") or {})
         new: dict[tuple[str, str], tuple[float, float]] = {}
         reaches: list[tuple[bool, str, list[tuple[str, float]]]] = []  # (removed, o, o's items near it)
         for r in rows:
@@ -185,16 +201,16 @@ def refresh(
                 continue
             if o not in c.vector_names or (o not in gallery and m not in gallery):
                 continue
-            reach = near(vec, o, max(REACH, k) if o in gallery else k)
+            reach = _reach(near, vec, o, k, floor.get(o)) if o in gallery else near(vec, o, k)
             if not r.removed and m in gallery and reach:
                 sims = [sc for _, sc in reach[:k]]
                 new[(r.item_key, m)] = (float(np.mean(sims)), float(sims[-1]))
             if o in gallery:  # r's item is (or was) in the bank of o's items
                 reaches.append((r.removed, o, reach))
-                if len(reach) >= max(REACH, k) and o in floor and reach[-1][1] >= floor[o]:
-                    s_r = reach[-1][1]  # beyond the reach, an item of o is at most this close
-                    miss = (s_r + 1.0) / k if r.removed else s_r - floor[o]
-                    bound[o] = max(bound.get(o, 0.0), miss)
+                if len(reach) >= max(MAX_REACH, k) and o in floor and reach[-1][1] >= floor[o]:
+                    # beyond the reach, an item of o is at most reach[-1] close: a possible miss
+                    missed[o] = _missed(missed.get(o), reach[-1][1], bool(r.removed))
+                    bound[o] = _bound(missed[o], floor[o], k)
         with sessions() as s:
             kth = _kths(s, c, {(key, o) for _, o, reach in reaches for key, _ in reach})
             redo = {
@@ -227,7 +243,7 @@ def refresh(
             s.execute(
                 update(CollectionRow)
                 .where(CollectionRow.id == c.id)
-                .values(hub={**hub, "floor": floor, "bound": bound})
+                .values(hub={**hub, "floor": floor, "bound": bound, "missed": missed})
             )
             out.pending = pending(s, c)
         sync_dirty(sessions, store, c)
@@ -237,6 +253,39 @@ def refresh(
         if progress:
             progress(len(rows))
     return out
+
+
+def _reach(near: _Neighbours, vec: np.ndarray, o: str, k: int, floor: float | None) -> list[tuple[str, float]]:
+    """``vec``'s nearest items of modality ``o``, ``REACH`` deep and four times deeper while the
+    reach ends at or above ``floor`` (it may then have missed an item), up to ``MAX_REACH``."""
+    limit = max(REACH, k)
+    hits = near(vec, o, limit)
+    while floor is not None and len(hits) >= limit and hits[-1][1] >= floor and limit < MAX_REACH:
+        limit = min(4 * limit, max(MAX_REACH, k))
+        hits = near(vec, o, limit)
+    return hits
+
+
+def _missed(before: dict[str, float] | None, s_r: float, removed: bool) -> dict[str, float]:
+    """The changes the refresh may have missed for one modality: the largest reach end of the
+    additions and of the removals, and how many removals."""
+    m = {"added": -1.0, "removed": 0, "removed_reach": -1.0, **(before or {})}
+    if removed:
+        m["removed"] += 1
+        m["removed_reach"] = max(m["removed_reach"], s_r)
+    else:
+        m["added"] = max(m["added"], s_r)
+    return m
+
+
+def _bound(m: dict[str, float], floor: float, k: int) -> float:
+    """How far any bias of the modality can be from its definition after the missed changes
+    ``m`` (the module's docstring says why)."""
+    raised = 0.0
+    if m["added"] > -1.0:
+        raised = m["added"] + 1.0 if m["removed"] else max(0.0, m["added"] - floor)
+    lowered = min(m["removed"], k) / k * (m["removed_reach"] + 1.0) if m["removed"] else 0.0
+    return float(max(raised, lowered))
 
 
 def _chunks(keys: set[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
@@ -356,6 +405,7 @@ def recompute_all(sessions: sessionmaker[Session], store: VectorStore, c: Collec
                     "center": {**hub.get("center", {}), **center},
                     "floor": {**hub.get("floor", {}), **floor},
                     "bound": {},
+                    "missed": {},
                 }
             )
         )

@@ -157,7 +157,13 @@ def fit(
             s.add(HubBankRow(collection_id=c.id, modality=bank_modality, vectors=vecs))
         items = {g: ([item_key(i) for i in data[g][0]], data[g][1]) for g in banks}
         biased, center, floor = write_all(s, c, items, banks, k)
-        state = {"bank": "user" if bank is not None else "collection", "center": center, "floor": floor, "bound": {}}
+        state = {
+            "bank": "user" if bank is not None else "collection",
+            "center": center,
+            "floor": floor,
+            "bound": {},
+            "missed": {},
+        }
         s.execute(
             update(CollectionRow)
             .where(CollectionRow.id == c.id)

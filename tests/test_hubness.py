@@ -197,6 +197,85 @@ def test_biases_follow_ingest_delete_and_replace_with_the_stores_own_queries(
         ix.close()
 
 
+def _far_image_collection(tmp_path: Path):
+    """Two texts t1, t2 each with six images nearer to it (cos 0.50–0.55) than image o is (0.45);
+    o's other bank texts t3, t4 lie at −0.9 from it. Fitted with k = 2: o's bias is 0.45, and
+    removing t1 and t2 takes it to −0.9, while a reach of 4 from t1 or t2 sees only their crowds."""
+    from indexer.api import Indexer
+    from indexer.items import Item
+    from indexer.store import QdrantLocation
+
+    d = 16
+    e = np.eye(d)
+    rng = np.random.default_rng(0)
+    o = 0.45 * e[0] + 0.45 * e[1] + np.sqrt(1 - 2 * 0.45**2) * e[2]
+    texts = {1: e[0], 2: e[1], 3: -0.9 * o + np.sqrt(0.19) * e[3], 4: -0.9 * o + np.sqrt(0.19) * e[4]}
+    images = {10: o}
+    for t, base in ((1, 100), (2, 200)):
+        for j in range(6):
+            w = rng.normal(size=10)
+            w /= np.linalg.norm(w)
+            a = 0.5 + 0.01 * j
+            images[base + j] = a * e[t - 1] + np.sqrt(1 - a * a) * np.concatenate([np.zeros(6), w])
+    ix = Indexer(
+        f"sqlite:///{tmp_path / 'f.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")), auto_rescore=False
+    )
+    ix.create_collection("c", dim=d)
+    ix.add(
+        "c", [Item({"text": v}, id=i) for i, v in texts.items()] + [Item({"image": v}, id=i) for i, v in images.items()]
+    )
+    hubness.fit(ix, "c", k=2, beta=0.5)
+    assert abs(_stored(ix, "c")[(10, "image")][0] - 0.45) < 1e-6
+    return ix, {"image": images, "text": {i: v for i, v in texts.items() if i not in (1, 2)}}
+
+
+def test_removals_the_reach_missed_add_up_within_the_reported_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two removed texts were both among image o's k = 2 nearest, and o lies beyond both of their
+    reaches (capped at 4 here): o's stored bias stays 0.45 against −0.9 by definition. The error
+    (1.35) is more than one missed removal can cause, (s_R + 1)/k ≈ 0.76, which a bound kept as
+    the worst single change would report; the reported bound adds the removals up."""
+    import indexer.hubness
+
+    monkeypatch.setattr(indexer.hubness, "REFIT_SHARE", float("inf"))
+    monkeypatch.setattr(indexer.hubness, "REACH", 4)
+    monkeypatch.setattr(indexer.hubness, "MAX_REACH", 4)
+    ix, vecs = _far_image_collection(tmp_path)
+    try:
+        ix.delete("c", [1, 2])
+        rep = ix.rescore("c").hubness
+        assert rep is not None and rep["followed"] == 2 and rep["pending"] == 0
+        got, want = _stored(ix, "c"), _definition(vecs, 2)
+        err = abs(got[(10, "image")][0] - want[(10, "image")][0])
+        assert err == pytest.approx(1.35, abs=1e-5)
+        hub = ix.collection("c").hub
+        missed = hub["missed"]["image"]
+        assert missed["removed"] == 2 and err > (missed["removed_reach"] + 1) / 2  # one removal's worth
+        assert err <= hub["bound"]["image"] + 1e-9
+        assert max(abs(got[i][0] - want[i][0]) for i in want) <= hub["bound"]["image"] + 1e-9  # the crowds too
+        assert ix.stats("c")["hubness"]["bound"]["image"] == hub["bound"]["image"]
+    finally:
+        ix.close()
+
+
+def test_the_reach_goes_deeper_until_it_passes_the_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same removals with the reach starting at 4 but allowed to deepen: a reach that still
+    ends above the lowest k-th similarity may have missed an item, so it looks four times deeper,
+    finds o, and every bias is its definition with the bound 0."""
+    import indexer.hubness
+
+    monkeypatch.setattr(indexer.hubness, "REFIT_SHARE", float("inf"))
+    monkeypatch.setattr(indexer.hubness, "REACH", 4)
+    ix, vecs = _far_image_collection(tmp_path)
+    try:
+        ix.delete("c", [1, 2])
+        ix.rescore("c")
+        got, want = _stored(ix, "c"), _definition(vecs, 2)
+        assert max(abs(got[i][0] - want[i][0]) for i in want) < 1e-5
+        assert ix.collection("c").hub["bound"] == {} and ix.collection("c").hub["missed"] == {}
+    finally:
+        ix.close()
+
+
 def test_a_long_queue_is_followed_by_recomputing_every_bias(tmp_path: Path):
     """More queued changes than REFIT_SHARE of the collection: one exact recomputation (cheaper
     than one query per change, BENCHMARKS.md), the bound back to 0, the queue empty."""
