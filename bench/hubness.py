@@ -12,8 +12,8 @@ store's nearest-neighbour queries; ``REFIT_SHARE`` set out of reach) and as the 
     python -m bench.hubness --follow [--pairs 20000] [--grow 5]
 
 ``--shrink P``: fit, delete P % of the pairs (under the recompute-all share, so the refresh
-follows the removals one by one), ``rescore``: the removal bound the refresh reports against
-the largest distance of any stored bias from its definition.
+follows the removals one by one), ``rescore``: the bound the refresh reports (0 where every
+reach passed the floor) against the largest distance of any stored bias from its definition.
 
     python -m bench.hubness --shrink 0.5 [--pairs 50000]
 """
@@ -145,8 +145,8 @@ def follow(pairs: int = 20_000, grow_pct: float = 5.0, k: int = 8, beta: float =
 
 def shrink(pairs: int = 50_000, remove_pct: float = 0.5, k: int = 8, beta: float = 0.5) -> dict:
     """Fit, then delete ``remove_pct`` % of the pairs (under the refresh's recompute-all share,
-    so it follows the removals one by one) and ``rescore``: the bound the refresh reports for
-    removals, ``(s_R + 1)/k``, against the largest distance of any stored bias from its
+    so it follows the removals one by one) and ``rescore``: the bound the refresh reports (0
+    where every reach passed the floor) against the largest distance of any stored bias from its
     definition afterwards."""
     img, txt = clip_like(pairs, seed=1), clip_like(pairs, seed=2, shift=1)
     gone = max(1, int(pairs * remove_pct / 100))
