@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, false, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.collections import Collection
@@ -76,7 +76,7 @@ def sync_dirty(
         with sessions.begin() as s:
             pts = s.execute(
                 select(*_POINT)
-                .where(PointRow.collection_id == c.id, PointRow.dirty.is_(True))
+                .where(PointRow.collection_id == c.id, PointRow.dirty == true())
                 .order_by(PointRow.item_key)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
@@ -112,7 +112,7 @@ def push_fresh(
                 .where(
                     PointRow.collection_id == c.id,
                     PointRow.item_key.in_(keys[start : start + 500]),
-                    PointRow.dirty.is_(True),
+                    PointRow.dirty == true(),
                 )
                 .with_for_update(skip_locked=True)
             )
@@ -217,8 +217,8 @@ def push_scores(
                 .where(
                     PointRow.collection_id == c.id,
                     PointRow.item_key.in_(keys[start : start + 500]),
-                    PointRow.dirty.is_(True),
-                    PointRow.deleted.is_(False),
+                    PointRow.dirty == true(),
+                    PointRow.deleted == false(),
                 )
                 .with_for_update(skip_locked=True)
             )

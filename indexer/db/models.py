@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -87,7 +88,17 @@ class PointRow(Base):
     """One item (a Qdrant point): the user's id, metadata and its sync state with Qdrant."""
 
     __tablename__ = "points"
-    __table_args__ = (Index("ix_points_dirty", "collection_id", "dirty"),)
+    __table_args__ = (
+        # a sync round reads the dirty rows in key order (migration 0008)
+        Index("ix_points_dirty", "collection_id", "dirty", "item_key"),
+        Index(
+            "ix_points_quarantined",
+            "collection_id",
+            "item_key",
+            sqlite_where=text("quarantine IS NOT NULL"),
+            postgresql_where=text("quarantine IS NOT NULL"),
+        ),
+    )
 
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
     item_key: Mapped[str] = mapped_column(String(512), primary_key=True)
