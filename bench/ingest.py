@@ -2,6 +2,12 @@
 vs a plain upsert of the same vectors to the same backend, in the same run.
 
     python -m bench.ingest [--n 100000] [--batch 1024]
+
+``--small-writes``: what one small write (64 pairs, as a backend posts them) and one ``stats``
+cost in a collection of ``--n`` pairs against the same in a collection of 2,000 pairs, same run:
+a ratio above 1 is a cost that grows with the collection on a path that should not.
+
+    python -m bench.ingest --small-writes --n 50000
 """
 
 from __future__ import annotations
@@ -100,10 +106,51 @@ def run(n: int = 100_000, batch: int = 1024, repeat: int = 2) -> dict:
     )
 
 
+def _small_writes(root: Path, n: int, writes: int, img: np.ndarray, txt: np.ndarray) -> tuple[list[float], list[float]]:
+    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")), auto_rescore=False)
+    try:
+        ix.create_collection("bench", dim=img.shape[1])
+        ix.add("bench", (Item({"image": img[i], "text": txt[i]}, id=i) for i in range(n)), batch_size=2048)
+        adds, stats = [], []
+        for w in range(writes):
+            base = n + 64 * w
+            items = [Item({"image": img[base + j], "text": txt[base + j]}, id=base + j) for j in range(64)]
+            t = time.perf_counter()
+            ix.add("bench", items)
+            adds.append(time.perf_counter() - t)
+        for _ in range(3):
+            t = time.perf_counter()
+            ix.stats("bench")
+            stats.append(time.perf_counter() - t)
+        return adds, stats
+    finally:
+        ix.close()
+
+
+def small_writes(n: int = 50_000, small: int = 2_000, writes: int = 40) -> dict:
+    """Median time of an ``add`` of 64 pairs and of ``stats`` into a collection of ``n`` pairs,
+    against the same into one of ``small`` pairs (automatic rescores off in both, so each write
+    is the write alone)."""
+    img, txt = clip_like(n + 64 * writes, seed=1), clip_like(n + 64 * writes, seed=2, shift=1)
+    out: dict = {"n": n, "small": small, "writes_of_64_pairs": writes}
+    for label, size in (("small", small), ("large", n)):
+        with tempfile.TemporaryDirectory() as d:
+            adds, stats = _small_writes(Path(d), size, writes, img, txt)
+        out[f"{label}_add_ms_p50"] = 1000 * float(np.median(adds))
+        out[f"{label}_stats_s"] = float(np.median(stats))
+    out["add_ratio"] = out["large_add_ms_p50"] / out["small_add_ms_p50"]
+    out["stats_ratio"] = out["large_stats_s"] / out["small_stats_s"]
+    return report("ingest_small_writes", out)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--small-writes", action="store_true", help="time small writes and stats at --n against 2,000 pairs")
     a = p.parse_args()
-    run(a.n, a.batch, a.repeat)
+    if a.small_writes:
+        small_writes(a.n)
+    else:
+        run(a.n, a.batch, a.repeat)
