@@ -541,6 +541,8 @@ class Indexer:
                 "pending_changes": queued,
                 "center": hub.get("center"),
                 "bound": hub.get("bound"),
+                # what the refresh may have missed past its deepest reach, per modality
+                "missed": hub.get("missed"),
             }
         return out
 

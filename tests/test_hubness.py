@@ -217,8 +217,10 @@ def _far_image_collection(tmp_path: Path):
             w /= np.linalg.norm(w)
             a = 0.5 + 0.01 * j
             images[base + j] = a * e[t - 1] + np.sqrt(1 - a * a) * np.concatenate([np.zeros(6), w])
+    data = tmp_path / "data"  # where the CLI looks without configuration (the working directory is tmp_path)
+    data.mkdir()
     ix = Indexer(
-        f"sqlite:///{tmp_path / 'f.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")), auto_rescore=False
+        f"sqlite:///{data / 'inforank.sqlite'}", QdrantLocation(edge_path=str(data / "qdrant")), auto_rescore=False
     )
     ix.create_collection("c", dim=d)
     ix.add(
@@ -252,9 +254,14 @@ def test_removals_the_reach_missed_add_up_within_the_reported_bound(tmp_path: Pa
         assert missed["removed"] == 2 and err > (missed["removed_reach"] + 1) / 2  # one removal's worth
         assert err <= hub["bound"]["image"] + 1e-9
         assert max(abs(got[i][0] - want[i][0]) for i in want) <= hub["bound"]["image"] + 1e-9  # the crowds too
-        assert ix.stats("c")["hubness"]["bound"]["image"] == hub["bound"]["image"]
+        stats = ix.stats("c")["hubness"]
+        assert stats["bound"]["image"] == hub["bound"]["image"] and stats["missed"]["image"]["removed"] == 2
     finally:
         ix.close()
+    out = CliRunner().invoke(app, ["stats", "c"])  # what a user reads, and what to do about it
+    assert out.exit_code == 0, out.output
+    assert f"biases within {hub['bound']['image']:.4f}" in out.output
+    assert "inforank hubness fit c --k 2 --beta 0.5" in out.output
 
 
 def test_the_reach_goes_deeper_until_it_passes_the_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

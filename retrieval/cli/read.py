@@ -123,7 +123,13 @@ def _stats_text(d: dict[str, Any]) -> str:
                 f"`inforank rescore {d['collection']}`"
             )
         bound = max((hub.get("bound") or {}).values(), default=0.0)
-        out.append(line + (f"; biases within {bound:.4f} of their definition" if bound else ""))
+        if bound:
+            bank = " --bank YOUR_BANK.npy" if hub["bank"] == "user" else ""
+            line += (
+                f"; biases within {bound:.4f} of their definition (changes beyond the refresh's reach; "
+                f"exact again after `inforank hubness fit {d['collection']} --k {hub['k']} --beta {hub['beta']}{bank}`)"
+            )
+        out.append(line)
     q = d.get("quarantined") or {}
     if q.get("count"):
         out.append(f"  {q['count']} quarantined points (Qdrant refused them): see `inforank sync {d['collection']}`")
