@@ -8,6 +8,12 @@ The baseline is the same shard's exact search in the same run. Qdrant's own inde
 (m = 16, ef_construct = 100), as inforank creates shards.
 
     python -m bench.hnsw [--n 100000] [--queries text|image] [--ef 128 256 512 1024 2048]
+
+``--segment P``: segments bounded at P points (``max_segment_size``), indexed as the gallery grows
+(an ``optimize()`` after each P points, as ``inforank ingest`` builds), against one segment over
+everything when left out: what the segment size does to the graph's answer across the gap.
+
+    python -m bench.hnsw --n 300000 --segment 100000
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
-def run(n: int = 100_000, queries: str = "text", efs: tuple[int, ...] = (128, 256, 512, 1024, 2048)) -> dict:
+def run(
+    n: int = 100_000,
+    queries: str = "text",
+    efs: tuple[int, ...] = (128, 256, 512, 1024, 2048),
+    segment: int | None = None,
+) -> dict:
     f = np.load(COCO).astype(np.float64)
     img, txt = _unit(f[0]), _unit(f[1])
     d = img.shape[1]
@@ -40,12 +51,20 @@ def run(n: int = 100_000, queries: str = "text", efs: tuple[int, ...] = (128, 25
     cfg = qe.EdgeConfig(
         vectors={"image": qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)},
         hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=10_000, max_segment_size=None if segment is None else segment * d * 4 // 1024
+        ),
     )
+    build_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         shard = qe.EdgeShard.create(tmp, cfg)
         for a in range(0, n, 1000):
             pts = [qe.Point(i, {"image": gallery[i].tolist()}, {}) for i in range(a, min(n, a + 1000))]
             shard.update(qe.UpdateOperation.upsert_points(pts))
+            if segment is not None and (a + 1000) % segment == 0 and a + 1000 < n:
+                t = time.perf_counter()
+                shard.optimize()  # index each segment's worth as it arrives
+                build_s += time.perf_counter() - t
 
         def search(params: object) -> tuple[float, list[set[int]]]:
             t = time.perf_counter()
@@ -58,7 +77,8 @@ def run(n: int = 100_000, queries: str = "text", efs: tuple[int, ...] = (128, 25
         exact_ms, exact = search(qe.SearchParams(exact=True))
         t = time.perf_counter()
         shard.optimize()
-        build_s = time.perf_counter() - t
+        build_s += time.perf_counter() - t
+        segments = int(shard.info().segments_count)
         rows = {}
         for ef in efs:
             ms, got = search(qe.SearchParams(hnsw_ef=ef))
@@ -67,7 +87,15 @@ def run(n: int = 100_000, queries: str = "text", efs: tuple[int, ...] = (128, 25
         shard.close()
     return report(
         "hnsw",
-        {"n": n, "queries": f"100 real COCO {queries}s", "exact_ms": exact_ms, "build_s": build_s, "by_ef": rows},
+        {
+            "n": n,
+            "segment_points": segment,
+            "segments": segments,
+            "queries": f"100 real COCO {queries}s",
+            "exact_ms": exact_ms,
+            "build_s": build_s,
+            "by_ef": rows,
+        },
     )
 
 
@@ -76,5 +104,6 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", choices=("text", "image"), default="text")
     ap.add_argument("--ef", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    ap.add_argument("--segment", type=int, default=None, help="bound segments at this many points")
     a = ap.parse_args()
-    run(a.n, a.queries, tuple(a.ef))
+    run(a.n, a.queries, tuple(a.ef), a.segment)
