@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,6 +29,12 @@ from retrieval.search import Searcher, SearchOptions
 def pct(xs: list[float]) -> dict[str, float]:
     a = np.array(xs) * 1e3
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def compared(base: tuple[str, list[float]], other: tuple[str, list[float]]) -> dict[str, Any]:
+    """Both runs' p50/p99 (ms) under their names, and ``other`` over ``base`` at each."""
+    b, o = pct(base[1]), pct(other[1])
+    return {base[0]: b, other[0]: o, "p50_ratio": o["p50_ms"] / b["p50_ms"], "p99_ratio": o["p99_ms"] / b["p99_ms"]}
 
 
 def service_throughput(data_dir: Path, queries: np.ndarray, clients: int = 16, per_client: int = 25) -> dict:
@@ -79,12 +86,8 @@ def interleaved(
         fallbacks += res.applied["image_filter_plan"] == "filtered search"
         ids_plain.append({h.payload.get("inforank_id") for h in hits})
         ids_ours.append({r.id for r in res.results})
-    p, o = pct(plain), pct(ours)
     return {
-        "plain_query": p,
-        "filtered_reranked": o,
-        "p50_ratio": o["p50_ms"] / p["p50_ms"],
-        "p99_ratio": o["p99_ms"] / p["p99_ms"],
+        **compared(("plain_query", plain), ("filtered_reranked", ours)),
         "filtered_search_fallbacks": fallbacks,
         "_ids": (ids_plain, ids_ours),
     }
@@ -92,8 +95,8 @@ def interleaved(
 
 def mixed_cost(s: Searcher, queries: np.ndarray, name: str = "bench") -> dict:
     """A mixed list (images and texts, k = 10) calibrated from both sides — each modality's
-    ``depth`` best fetched with their vectors and rescored — against the same list merged on raw
-    cosine (each modality's 10 best, no vectors), query by query."""
+    ``MIX_REACH``·k best fetched with their vectors and rescored — against the same list merged on
+    raw cosine (each modality's 10 best, no vectors), query by query."""
     raw_opts = SearchOptions(k=10, modality="all", calibrate=False)
     cal_opts = SearchOptions(k=10, modality="all")
     raw, cal = [], []
@@ -104,13 +107,7 @@ def mixed_cost(s: Searcher, queries: np.ndarray, name: str = "bench") -> dict:
         t = time.perf_counter()
         s.search(name, q, cal_opts)
         cal.append(time.perf_counter() - t)
-    r, c = pct(raw), pct(cal)
-    return {
-        "raw_merge": r,
-        "calibrated": c,
-        "p50_ratio": c["p50_ms"] / r["p50_ms"],
-        "p99_ratio": c["p99_ms"] / r["p99_ms"],
-    }
+    return compared(("raw_merge", raw), ("calibrated", cal))
 
 
 def recall(approx: list[set], exact: list[set]) -> float:
