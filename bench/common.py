@@ -106,3 +106,32 @@ def report(name: str, data: dict[str, Any]) -> dict[str, Any]:
     data = {"benchmark": name, "machine": machine(), **data}
     print(json.dumps(data, default=float))
     return data
+
+
+def embedded(root: Path, *, auto_rescore: bool = True) -> Any:
+    """An indexer on the embedded default under ``root`` (SQLite + Qdrant Edge), as a fresh
+    machine runs it."""
+    from indexer.api import Indexer
+    from indexer.store import QdrantLocation
+
+    return Indexer(
+        f"sqlite:///{root / 'db.sqlite'}", QdrantLocation(edge_path=str(root / "edge")), auto_rescore=auto_rescore
+    )
+
+
+@contextmanager
+def paired_store(img: np.ndarray, txt: np.ndarray, name: str = "c", batch: int = 4096) -> Iterator[Any]:
+    """A fresh embedded indexer (automatic rescores off) in a temporary directory, with
+    collection ``name`` holding ``img[i]``/``txt[i]`` as item ``i``; closed and removed after."""
+    import tempfile
+
+    from indexer.items import Item
+
+    with tempfile.TemporaryDirectory() as d:
+        ix = embedded(Path(d), auto_rescore=False)
+        try:
+            ix.create_collection(name, dim=img.shape[1])
+            ix.add(name, [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(len(img))], batch_size=batch)
+            yield ix
+        finally:
+            ix.close()

@@ -11,16 +11,11 @@ recall is neither 0 nor 1 and every option has work to do.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import report
-from indexer.api import Indexer
-from indexer.items import Item
-from indexer.store import QdrantLocation
+from bench.common import paired_store, report
 from retrieval.evaluate import evaluate
 
 
@@ -39,17 +34,10 @@ def paired(n: int, d: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 def run(pairs: int = 10_000) -> dict:
     img, txt = paired(pairs)
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        ix = Indexer(f"sqlite:///{root / 'e.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False)
-        try:
-            ix.create_collection("c", dim=512)
-            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
-            t = time.perf_counter()
-            out = evaluate(ix, "c")
-            wall = time.perf_counter() - t
-        finally:
-            ix.close()
+    with paired_store(img, txt) as ix:
+        t = time.perf_counter()
+        out = evaluate(ix, "c")
+        wall = time.perf_counter() - t
     plain = out["options"]["plain"]
     return report(
         "evaluate",

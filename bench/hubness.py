@@ -21,47 +21,36 @@ reach passed the floor) against the largest distance of any stored bias from its
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import clip_like, report
+from bench.common import clip_like, paired_store, report
 from indexer import hubness as following
 from indexer.api import Indexer
 from indexer.items import Item
-from indexer.store import QdrantLocation
 from retrieval import hubness
 from retrieval.search import Searcher, SearchOptions
 
 
 def run(pairs: int = 50_000, nq: int = 200) -> dict:
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        ix = Indexer(f"sqlite:///{root / 'h.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False)
-        try:
-            ix.create_collection("c", dim=512)
-            img, txt = clip_like(pairs, seed=1), clip_like(pairs, seed=2, shift=1)
-            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
+    with paired_store(clip_like(pairs, seed=1), clip_like(pairs, seed=2, shift=1)) as ix:
+        t = time.perf_counter()
+        hubness.fit(ix, "c", k=4, beta=0.75)
+        fit_s = time.perf_counter() - t
+        s = Searcher(ix)
+        queries = clip_like(nq, seed=9, shift=1)
+        plain, corrected = SearchOptions(k=10), SearchOptions(k=10, hubness=True)
+        s.search("c", queries[0], plain)
+        s.search("c", queries[0], corrected)
+        a, b = [], []
+        for q in queries:  # interleaved, query by query
             t = time.perf_counter()
-            hubness.fit(ix, "c", k=4, beta=0.75)
-            fit_s = time.perf_counter() - t
-            s = Searcher(ix)
-            queries = clip_like(nq, seed=9, shift=1)
-            plain, corrected = SearchOptions(k=10), SearchOptions(k=10, hubness=True)
-            s.search("c", queries[0], plain)
-            s.search("c", queries[0], corrected)
-            a, b = [], []
-            for q in queries:  # interleaved, query by query
-                t = time.perf_counter()
-                s.search("c", q, plain)
-                a.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                s.search("c", q, corrected)
-                b.append(time.perf_counter() - t)
-        finally:
-            ix.close()
+            s.search("c", q, plain)
+            a.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            s.search("c", q, corrected)
+            b.append(time.perf_counter() - t)
     pa, pb = np.array(a) * 1e3, np.array(b) * 1e3
     return report(
         "hubness",
@@ -112,15 +101,9 @@ def follow(pairs: int = 20_000, grow_pct: float = 5.0, k: int = 8, beta: float =
     img, txt = clip_like(pairs + extra, seed=1), clip_like(pairs + extra, seed=2, shift=1)
     out: dict = {"pairs": pairs, "grow_pct": grow_pct, "k": k, "beta": beta, "refit_share": following.REFIT_SHARE}
     for way, share in (("change_by_change", float("inf")), ("as_chosen", following.REFIT_SHARE)):
-        with tempfile.TemporaryDirectory() as d:
-            root = Path(d)
-            ix = Indexer(
-                f"sqlite:///{root / 'h.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False
-            )
-            saved, following.REFIT_SHARE = following.REFIT_SHARE, share
-            try:
-                ix.create_collection("c", dim=512)
-                ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
+        saved, following.REFIT_SHARE = following.REFIT_SHARE, share
+        try:
+            with paired_store(img[:pairs], txt[:pairs]) as ix:
                 t = time.perf_counter()
                 hubness.fit(ix, "c", k=k, beta=beta)
                 fit_s = time.perf_counter() - t
@@ -136,9 +119,8 @@ def follow(pairs: int = 20_000, grow_pct: float = 5.0, k: int = 8, beta: float =
                     **(rep.hubness or {}),
                     "worst_error": _worst_error(ix, "c", k),
                 }
-            finally:
-                following.REFIT_SHARE = saved
-                ix.close()
+        finally:
+            following.REFIT_SHARE = saved
         print(way, out[way], flush=True)
     return report("hubness_follow", out)
 
@@ -151,23 +133,16 @@ def shrink(pairs: int = 50_000, remove_pct: float = 0.5, k: int = 8, beta: float
     img, txt = clip_like(pairs, seed=1), clip_like(pairs, seed=2, shift=1)
     gone = max(1, int(pairs * remove_pct / 100))
     out: dict = {"pairs": pairs, "removed_pairs": gone, "k": k, "beta": beta, "refit_share": following.REFIT_SHARE}
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        ix = Indexer(f"sqlite:///{root / 'h.sqlite'}", QdrantLocation(edge_path=str(root / "q")), auto_rescore=False)
-        try:
-            ix.create_collection("c", dim=512)
-            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i) for i in range(pairs)], batch_size=4096)
-            t = time.perf_counter()
-            hubness.fit(ix, "c", k=k, beta=beta)
-            out["fit_s"] = time.perf_counter() - t
-            ix.delete("c", list(np.random.default_rng(0).choice(pairs, gone, replace=False).tolist()))
-            t = time.perf_counter()
-            rep = ix.rescore("c")
-            out["rescore_s"] = time.perf_counter() - t
-            out.update(rep.hubness or {})
-            out["worst_error"] = _worst_error(ix, "c", k)
-        finally:
-            ix.close()
+    with paired_store(img, txt) as ix:
+        t = time.perf_counter()
+        hubness.fit(ix, "c", k=k, beta=beta)
+        out["fit_s"] = time.perf_counter() - t
+        ix.delete("c", list(np.random.default_rng(0).choice(pairs, gone, replace=False).tolist()))
+        t = time.perf_counter()
+        rep = ix.rescore("c")
+        out["rescore_s"] = time.perf_counter() - t
+        out.update(rep.hubness or {})
+        out["worst_error"] = _worst_error(ix, "c", k)
     return report("hubness_shrink", out)
 
 
