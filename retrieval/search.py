@@ -243,9 +243,9 @@ class Searcher:
             if t not in c.vector_names:
                 raise InvalidQueryError(f"Collection {c.name!r} has no {t!r} vectors.")
         applied: dict[str, Any] = {}
-        if len(targets) > 1 and opts.calibrate:
-            self._check_query_modality(c, q, opts.query_modality)
         two_sided = len(targets) > 1 and opts.calibrate  # a mixed list, on one scale
+        if two_sided:
+            self._check_query_modality(c, q, opts.query_modality)
         maps = {t: self._maybe_align(c, t, opts, applied) for t in targets}
         queries = {t: q if (amap := maps[t]) is None else amap.apply(q) for t in targets}
         per = {t: self._one(c, queries[t], t, opts, applied, maps[t], two_sided) for t in targets}
@@ -484,9 +484,9 @@ class Searcher:
         mom_t, mom_q = self._moments(c, t), self._moments(c, qm)
         if mom_q.n < 2:  # no spread of the query's modality to judge by yet: the query's side alone
             applied["calibration"] = f"query side only: the collection has {mom_q.n} {qm} item(s)"
-            center, scale = float(q @ mom_t.mean), float(mom_t.spread(q))
-            for r in results:
-                r.score = (r.score - center) / scale
+            scores = query_side(np.array([r.score for r in results]), q, mom_t)
+            for r, score in zip(results, scores.tolist(), strict=True):
+                r.score = score
             return
         name = c.vector_names[t]
         if any(h.vectors is None or name not in h.vectors for h in hits):
@@ -506,8 +506,13 @@ def two_sided(sim: np.ndarray, q: np.ndarray, v: np.ndarray, mom_t: Moments, mom
     item's side ``(s − v·m̂_q)/√(vᵀΣ_q v)``, with ``mom_t`` the items' modality's statistics and
     ``mom_q`` the query's (:meth:`Searcher._calibrate`; ``evaluate`` and ``align`` score the
     same way over whole galleries)."""
-    query_side = (sim - np.asarray(q @ mom_t.mean)[..., None]) / mom_t.spread(q)[..., None]
-    return query_side + (sim - v @ mom_q.mean) / mom_q.spread(v)
+    return query_side(sim, q, mom_t) + (sim - v @ mom_q.mean) / mom_q.spread(v)
+
+
+def query_side(sim: np.ndarray, q: np.ndarray, mom_t: Moments) -> np.ndarray:
+    """The query's side of :func:`two_sided` alone, ``(s − q·m̂_t)/√(qᵀΣ_t q)``: how far each
+    similarity stands out among the query's similarities to all of modality t."""
+    return (sim - np.asarray(q @ mom_t.mean)[..., None]) / mom_t.spread(q)[..., None]
 
 
 def _sd(z: float) -> str:
