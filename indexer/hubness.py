@@ -201,14 +201,13 @@ def refresh(
                 continue
             if o not in c.vector_names or (o not in gallery and m not in gallery):
                 continue
-            reach = _reach(near, vec, o, k, floor.get(o)) if o in gallery else near(vec, o, k)
+            reach, complete = _reach(near, vec, o, k, floor.get(o)) if o in gallery else (near(vec, o, k), True)
             if not r.removed and m in gallery and reach:
                 sims = [sc for _, sc in reach[:k]]
                 new[(r.item_key, m)] = (float(np.mean(sims)), float(sims[-1]))
             if o in gallery:  # r's item is (or was) in the bank of o's items
                 reaches.append((r.removed, o, reach))
-                if len(reach) >= max(MAX_REACH, k) and o in floor and reach[-1][1] >= floor[o]:
-                    # beyond the reach, an item of o is at most reach[-1] close: a possible miss
+                if not complete:  # beyond the reach, an item of o is at most reach[-1] close: a possible miss
                     missed[o] = _missed(missed.get(o), reach[-1][1], bool(r.removed))
                     bound[o] = _bound(missed[o], floor[o], k)
         with sessions() as s:
@@ -255,15 +254,23 @@ def refresh(
     return out
 
 
-def _reach(near: _Neighbours, vec: np.ndarray, o: str, k: int, floor: float | None) -> list[tuple[str, float]]:
+def _reach(
+    near: _Neighbours, vec: np.ndarray, o: str, k: int, floor: float | None
+) -> tuple[list[tuple[str, float]], bool]:
     """``vec``'s nearest items of modality ``o``, ``REACH`` deep and four times deeper while the
-    reach ends at or above ``floor`` (it may then have missed an item), up to ``MAX_REACH``."""
+    reach ends at or above ``floor`` (it may then have missed an item), up to ``MAX_REACH``; and
+    whether it is complete: it ended below the floor or ran out of items (no floor: nothing to
+    judge by, taken as complete)."""
     limit = max(REACH, k)
     hits = near(vec, o, limit)
-    while floor is not None and len(hits) >= limit and hits[-1][1] >= floor and limit < MAX_REACH:
+
+    def open_ended() -> bool:
+        return floor is not None and len(hits) >= limit and hits[-1][1] >= floor
+
+    while open_ended() and limit < MAX_REACH:
         limit = min(4 * limit, max(MAX_REACH, k))
         hits = near(vec, o, limit)
-    return hits
+    return hits, not open_ended()
 
 
 def _missed(before: dict[str, float] | None, s_r: float, removed: bool) -> dict[str, float]:
