@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import clip_like, report
+from bench.common import clip_like, paired_store, report
 from indexer.api import Indexer
 from indexer.items import SCORE_FIELDS, Item
 from indexer.store import QdrantLocation
@@ -106,11 +106,8 @@ def run(n: int = 100_000, batch: int = 1024, repeat: int = 2) -> dict:
     )
 
 
-def _small_writes(root: Path, n: int, writes: int, img: np.ndarray, txt: np.ndarray) -> tuple[list[float], list[float]]:
-    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")), auto_rescore=False)
-    try:
-        ix.create_collection("bench", dim=img.shape[1])
-        ix.add("bench", (Item({"image": img[i], "text": txt[i]}, id=i) for i in range(n)), batch_size=2048)
+def _small_writes(n: int, writes: int, img: np.ndarray, txt: np.ndarray) -> tuple[list[float], list[float]]:
+    with paired_store(img[:n], txt[:n], name="bench", batch=2048) as ix:
         adds, stats = [], []
         for w in range(writes):
             base = n + 64 * w
@@ -123,8 +120,6 @@ def _small_writes(root: Path, n: int, writes: int, img: np.ndarray, txt: np.ndar
             ix.stats("bench")
             stats.append(time.perf_counter() - t)
         return adds, stats
-    finally:
-        ix.close()
 
 
 def small_writes(n: int = 50_000, small: int = 2_000, writes: int = 40) -> dict:
@@ -134,8 +129,7 @@ def small_writes(n: int = 50_000, small: int = 2_000, writes: int = 40) -> dict:
     img, txt = clip_like(n + 64 * writes, seed=1), clip_like(n + 64 * writes, seed=2, shift=1)
     out: dict = {"n": n, "small": small, "writes_of_64_pairs": writes}
     for label, size in (("small", small), ("large", n)):
-        with tempfile.TemporaryDirectory() as d:
-            adds, stats = _small_writes(Path(d), size, writes, img, txt)
+        adds, stats = _small_writes(size, writes, img, txt)
         out[f"{label}_add_ms_p50"] = 1000 * float(np.median(adds))
         out[f"{label}_stats_s"] = float(np.median(stats))
     out["add_ratio"] = out["large_add_ms_p50"] / out["small_add_ms_p50"]
