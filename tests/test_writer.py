@@ -334,3 +334,28 @@ def test_writes_and_searches_read_no_more_rows_than_they_touch(tmp_path):
         assert walks == [], "\n".join(map(str, walks))
     finally:
         ix.close()
+
+
+def test_sqlite_checkpoints_its_wal_after_hundreds_of_megabytes_not_sixteen(tmp_path):
+    """A bulk write into a large collection dirties pages all over the score index; SQLite's
+    default checkpoint (every 1,000 pages, 16 MiB here) wrote them back after nearly every
+    commit. Commits of 24 MiB in all stay in the WAL; the WAL is truncated back to the limit."""
+    from sqlalchemy import text
+
+    from indexer.db.engine import SQLITE_WAL_BYTES, make_engine
+
+    db = tmp_path / "w.sqlite"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.connect() as c:
+        page = c.exec_driver_sql("PRAGMA page_size").scalar_one()
+        assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == SQLITE_WAL_BYTES // page
+        assert c.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == SQLITE_WAL_BYTES
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE t (b BLOB)"))
+    blob = bytes(1 << 20)
+    for _ in range(24):  # 24 commits of 1 MiB: past the default's 16 MiB
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO t VALUES (:b)"), {"b": blob})
+    wal = db.with_name(db.name + "-wal")
+    assert wal.stat().st_size > 20 * (1 << 20)  # not checkpointed (and reset) at 16 MiB
+    engine.dispose()

@@ -19,6 +19,9 @@ MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 SQLITE_PAGE_SIZE = 16384
 #: page cache per connection, KiB (SQLite's default is 2 MiB)
 SQLITE_CACHE_KIB = 65536
+#: WAL size at which a commit checkpoints it back into the database, bytes (SQLite's default:
+#: 1,000 pages, 16 MiB at 16 KiB pages); also the size an idle WAL is truncated to
+SQLITE_WAL_BYTES = 256 * 1024 * 1024
 
 
 def make_engine(url: str) -> Engine:
@@ -48,6 +51,14 @@ def make_engine(url: str) -> Engine:
             # 64 MiB of page cache (the default is 2 MiB): the B-trees of a large collection's
             # keys and score index stay in memory instead of being re-read on every insert
             cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            # checkpoint every 256 MiB of WAL instead of every 16 MiB: a bulk write dirties pages
+            # all over the random-order score index, and a large collection's batch alone fills
+            # 16 MiB, so each commit was followed by a checkpoint writing those pages back (and
+            # syncing); with a longer WAL a hot page is written back once for many commits
+            # (BENCHMARKS.md, "A million pairs"). The WAL never stays larger than this.
+            page = cur.execute("PRAGMA page_size").fetchone()[0]
+            cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_BYTES // page}")
+            cur.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_BYTES}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
             # the score histogram's bucket function, used by the triggers of migration 0004
