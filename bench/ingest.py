@@ -26,6 +26,7 @@ from indexer.items import SCORE_FIELDS, Item
 from indexer.store import QdrantLocation
 from indexer.store.base import StorePoint
 from indexer.store.edge import EdgeStore
+from retrieval.cli.common import settled_heap
 
 
 def plain_upsert(root: Path, vecs: np.ndarray, batch: int, scored: bool = False) -> float:
@@ -78,7 +79,8 @@ def run(n: int = 100_000, batch: int = 1024, repeat: int = 2) -> dict:
     texts = clip_like(1000, seed=4, shift=1)
     runs: dict[str, list[float]] = {"plain": [], "floor": [], "ours": []}
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as d:
+        # every kind under the garbage-collector policy `inforank ingest` runs with
+        with tempfile.TemporaryDirectory() as d, settled_heap():
             runs["plain"].append(plain_upsert(Path(d) / "plain", vecs, batch))
             runs["floor"].append(plain_upsert(Path(d) / "floor", vecs, batch, scored=True))
             dt, ix = inforank_ingest(Path(d) / "ours", vecs, texts, batch)

@@ -33,6 +33,7 @@ from bench.search import interleaved, recall
 from indexer.api import Indexer
 from indexer.items import Item
 from indexer.store import QdrantLocation
+from retrieval.cli.common import settled_heap
 from retrieval.options import SearchOptions
 from retrieval.search import EF_CROSS, Searcher
 
@@ -109,7 +110,9 @@ def run(
     db, edge = tmp / "db.sqlite", tmp / "edge"
     queries = clip_like(nq, seed=10**9, shift=1)  # text-like queries of images
     try:
-        if not _ingest(st, db, edge, n, chunk):
+        with settled_heap():  # the garbage-collector policy `inforank ingest` runs with
+            ingested = _ingest(st, db, edge, n, chunk)
+        if not ingested:
             print(f"stopped after {len(st.state.get('rates', []))} chunks: run again with --keep {tmp} to go on")
             return None
         if "sql_bytes" not in st.state:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -399,7 +400,9 @@ def serve(
         }
         # on stderr: stdout stays free for whatever runs the service; --json for supervisors
         typer.echo(_serve_text(info) if not as_json else json.dumps(info), err=True)
-        uvicorn.run(create_app(ix, api_key=s.api_key), host=host, port=port, log_level="warning")
+        app = create_app(ix, api_key=s.api_key)
+        gc.freeze()  # what warming up built joins start-up's objects (cli.common.settled_heap)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _serve_text(d: dict[str, Any]) -> str:
