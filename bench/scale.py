@@ -1,8 +1,8 @@
 """A million pairs on one machine (the embedded default): ingest rate as the collection grows,
 bytes per item on disk, peak memory, search on exact scan and on HNSW, and the first search
-after a restart. Separate from ``run_all`` (``--n 1000000``: ≈ 40 min on 2 cores, the index
-built as it grows; ``--keep DIR --until S`` cuts it into invocations of about S seconds each,
-every one going on where the last stopped).
+after a restart. Separate from ``run_all`` (``--n 1000000``: ≈ 25 min on 2 cores in 2026-11,
+the index built as it grows; ``--keep DIR --until S`` cuts it into invocations of about S
+seconds each, every one going on where the last stopped).
 
     python -m bench.scale [--n 1000000] [--chunk 100000] [--queries 100] [--dir DIR] [--keep DIR --until S]
 

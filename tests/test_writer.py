@@ -339,7 +339,7 @@ def test_writes_and_searches_read_no_more_rows_than_they_touch(tmp_path):
 def test_sqlite_checkpoints_its_wal_after_hundreds_of_megabytes_not_sixteen(tmp_path):
     """A bulk write into a large collection dirties pages all over the score index; SQLite's
     default checkpoint (every 1,000 pages, 16 MiB here) wrote them back after nearly every
-    commit. Commits of 24 MiB in all stay in the WAL; the WAL is truncated back to the limit."""
+    commit. Here commits of 24 MiB in all stay in the WAL."""
     from sqlalchemy import text
 
     from indexer.db.engine import SQLITE_WAL_BYTES, make_engine
