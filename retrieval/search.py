@@ -454,10 +454,25 @@ class Searcher:
             hits = self.ix.store.query(c.qdrant_collection, spec)
             if flt is not None:
                 applied[f"{t}_filter_plan"] = "filtered search"
+            if approximate and flt is not None and len(hits) < spec.limit:
+                hits = self._scan_instead(c, t, spec, len(hits), applied)
         results = [_result(h, t, blend) for h in hits]
         if two_sided:
             self._calibrate(c, q, t, o.query_modality, hits, results, amap, applied)
         return results
+
+    def _scan_instead(self, c: Collection, t: str, spec: QuerySpec, short: int, applied: dict[str, Any]) -> list[Hit]:
+        """A filtered graph search that came back short is not trusted: a filter that few points
+        pass can strand the graph walk (measured on Edge: a 1 % filter on a field without a
+        payload index returned 1 result of 10 on every build, a 25 % one now and then; the
+        symptom of qdrant/qdrant#3094). The same query scans instead, which is exact; ``applied``
+        says so. It costs a scan only when the graph's answer is short."""
+        applied[f"{t}_search"] = {"method": "exact", "hnsw_returned": short, "wanted": spec.limit}
+        if not any(
+            k.endswith("_search") and isinstance(v, dict) and v.get("method") == "hnsw" for k, v in applied.items()
+        ):
+            applied.pop("approximate", None)
+        return self.ix.store.query(c.qdrant_collection, replace(spec, exact=True, ef=None))
 
     def _calibrate(
         self,

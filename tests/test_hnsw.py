@@ -177,3 +177,31 @@ def test_a_shard_whose_score_indexes_have_graphs_gets_them_without_when_opened(t
         assert info.params.enable_hnsw is False and info.points == 40
     finally:
         new.close()
+
+
+def test_a_filtered_graph_search_that_comes_back_short_scans_instead(tmp_path):
+    """Qdrant walks the graph through passing points only: a filter that 1 % pass, on a field
+    without a payload index, stranded the walk and returned 1 result of 10 on every build.
+    inforank does not trust a short approximate answer: it scans, and says so."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EdgeStore, "index_threshold_kb", 1)
+        mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
+        ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+        try:
+            ix.create_collection("c", dim=D, min_count=8)
+            img, txt = ellipsoid_pairs(N, D, seed=3)
+            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i, metadata={"g": i % 100}) for i in range(N)])
+            ix.optimize("c", force=True)
+            s = Searcher(ix)
+            rare = {"must": [{"key": "g", "match": {"value": 1}}]}
+            for i in (0, 7, 11):
+                got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare))
+                exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
+                assert [r.id for r in got.results] == [r.id for r in exact.results] and len(got.results) == 10
+                assert got.applied["image_search"]["method"] == "exact" and got.applied["image_search"]["wanted"] == 10
+                assert "approximate" not in got.applied
+            # an unfiltered search on the same index stays on the graph
+            plain = s.search("c", img[0], SearchOptions(k=10, query_modality="image"))
+            assert plain.applied["image_search"]["method"] == "hnsw" and plain.applied["approximate"]
+        finally:
+            ix.close()
