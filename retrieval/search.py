@@ -249,6 +249,8 @@ class Searcher:
         maps = {t: self._maybe_align(c, t, opts, applied) for t in targets}
         queries = {t: q if (amap := maps[t]) is None else amap.apply(q) for t in targets}
         per = {t: self._one(c, queries[t], t, opts, applied, maps[t], two_sided) for t in targets}
+        if any(applied[f"{t}_search"]["method"] == "hnsw" for t in targets):
+            applied["approximate"] = True  # how each modality was finally searched says it
         applied["freshness"] = self._freshness(c, targets)
         if len(targets) == 1:
             results = per[targets[0]]
@@ -430,8 +432,6 @@ class Searcher:
         approximate = not o.exact and self._indexed(c) and (not cross or self._moments(c, t).n > CROSS_EXACT_BELOW)
         ef = (EF_CROSS if cross else EF_SAME) if approximate else None
         applied[f"{t}_search"] = {"method": "hnsw", "ef": ef} if approximate else {"method": "exact"}
-        if approximate:
-            applied["approximate"] = True
         spec = QuerySpec(
             vector=q.astype(np.float32).tolist(),
             using=c.vector_names[t],
@@ -468,10 +468,6 @@ class Searcher:
         symptom of qdrant/qdrant#3094). The same query scans instead, which is exact; ``applied``
         says so. It costs a scan only when the graph's answer is short."""
         applied[f"{t}_search"] = {"method": "exact", "hnsw_returned": short, "wanted": spec.limit}
-        if not any(
-            k.endswith("_search") and isinstance(v, dict) and v.get("method") == "hnsw" for k, v in applied.items()
-        ):
-            applied.pop("approximate", None)
         return self.ix.store.query(c.qdrant_collection, replace(spec, exact=True, ef=None))
 
     def _calibrate(
