@@ -100,12 +100,14 @@ def backend() -> Iterator[LocalBackend | RemoteBackend]:
 
     with handled():
         s = Settings()
-        if s.url:  # remote: nothing local is opened (or created)
-            with open_backend(url=s.url, api_key=s.api_key) as b, settled_heap():
-                yield b
-        else:
-            with open_backend(url=None, database_url=s.db_url(), qdrant=s.qdrant()) as b, settled_heap():
-                yield b
+        # remote: nothing local is opened (or created)
+        chosen = (
+            open_backend(url=s.url, api_key=s.api_key)
+            if s.url
+            else open_backend(url=None, database_url=s.db_url(), qdrant=s.qdrant())
+        )
+        with chosen as b, settled_heap():
+            yield b
 
 
 @contextmanager
