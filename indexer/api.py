@@ -23,15 +23,26 @@ from indexer.collections import EXTERNAL, Collection
 from indexer.db.engine import make_engine, read_factory, session_factory, upgrade
 from indexer.db.models import CollectionRow, FreshnessRow, PointRow, ScoreBucketRow, VectorRow
 from indexer.db.statstore import BASELINE, StatsCache, lock_collection, write_moments
-from indexer.errors import ConflictError, StorageError
+from indexer.errors import ConflictError, InvalidQueryError, StorageError
 from indexer.freshness import ZERO, Shift, Tolerance
-from indexer.items import MODALITIES, SCORE_FIELDS, Item, UserId, item_key, other_modality
+from indexer.items import (
+    MODALITIES,
+    OWNED_FIELDS,
+    RESERVED_PREFIX,
+    SCORE_FIELDS,
+    Item,
+    UserId,
+    check_field_path,
+    item_key,
+    other_modality,
+)
 from indexer.moments import Moments
 from indexer.payload import unit_of
 from indexer.scoring import drift
 from indexer.sketch import Sketch
 from indexer.sketch import bounds as sketch_bounds
 from indexer.store import QdrantLocation, VectorStore, open_store
+from indexer.store.base import FIELD_INDEX_TYPES
 from indexer.sync import Pushed, push_fresh, push_scores, sync_dirty
 from indexer.writer import BatchReport
 
@@ -529,6 +540,7 @@ class Indexer:
             out["gap"] = {"modality_gap": g.gap, "cos_means": g.cos_means}
         out["quarantined"] = self.quarantined(name)
         out["index"] = self.index_state(name)
+        out["field_indexes"] = self.field_indexes(name)
         if c.hub_k is not None:
             with self.reads() as s:
                 queued = hubness.pending(s, c)
@@ -771,6 +783,65 @@ class Indexer:
             "segments": info.segments,
             "optimize_due": due,
         }
+
+    def field_indexes(self, name: str) -> list[dict[str, Any]]:
+        """The payload indexes on the user's own fields (inforank indexes its score fields by
+        itself; those are left out), with the points each holds a value of."""
+        c = self.collection(name)
+        have = self.store.field_indexes(c.qdrant_collection)
+        return [
+            {"field": f, "type": i.type, "points": i.points}
+            for f, i in sorted(have.items())
+            if f not in OWNED_FIELDS and not f.startswith(RESERVED_PREFIX)
+        ]
+
+    def index_field(self, name: str, field: str, type: str = "keyword") -> dict[str, Any]:
+        """Give a metadata field a payload index in Qdrant, so filters on it are planned from
+        the index: a selective filter is answered from its matching points alone, and an HNSW
+        graph built afterwards links the points of each value (filtered search stays on the
+        graph; measured in BENCHMARKS.md "Payload indexes"). Idempotent for the same type; a
+        field already indexed as another type is a :class:`ConflictError` (drop it first).
+
+        On the embedded store, a graph built before the index has no links for the field until
+        its segments are rebuilt: index the fields you filter on early (``graph_without_links``
+        says when it was too late)."""
+        field = check_field_path(field)
+        if type not in FIELD_INDEX_TYPES:
+            raise InvalidQueryError(f"An index type is one of {', '.join(FIELD_INDEX_TYPES)}; got {type!r:.40}.")
+        c = self.collection(name)
+        self.store.claim(c.qdrant_collection)
+        have = self.store.field_indexes(c.qdrant_collection).get(field)
+        if have is not None and have.type != type:
+            raise ConflictError(
+                f"{field!r} of {name!r} is indexed as {have.type} already. Drop that index first "
+                f"(`inforank index-field {name} {field} --drop`), then index it as {type}."
+            )
+        if have is None:
+            self.store.add_field_index(c.qdrant_collection, field, type)
+        now = self.store.field_indexes(c.qdrant_collection).get(field)
+        state = self.index_state(name)
+        return {
+            "collection": name,
+            "field": field,
+            "type": type,
+            "created": have is None and now is not None,
+            # qdrant-client's local mode keeps none: its filters scan every point anyway
+            "kept": now is not None,
+            "points": now.points if now is not None else 0,
+            # the embedded store built its HNSW graph before this index: filters on the field are
+            # planned from the index at once, but the graph has no links for it until rebuilt
+            "graph_without_links": bool(have is None and not state["automatic"] and state["indexed_vectors"]),
+        }
+
+    def drop_field_index(self, name: str, field: str) -> dict[str, Any]:
+        """Remove the payload index of one of the user's fields (the values stay in the payload)."""
+        field = check_field_path(field)
+        c = self.collection(name)
+        self.store.claim(c.qdrant_collection)
+        had = field in self.store.field_indexes(c.qdrant_collection)
+        if had:
+            self.store.drop_field_index(c.qdrant_collection, field)
+        return {"collection": name, "field": field, "dropped": had}
 
     def optimize(self, name: str, *, force: bool = False) -> dict[str, Any]:
         """Build the HNSW index of an embedded collection when due (or ``force``): a full scan

@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from indexer.errors import InvalidItemError
+from indexer.errors import InvalidItemError, InvalidQueryError
 from indexer.schema import OWNED_FIELDS, RESERVED, RESERVED_PREFIX, SCORE_FIELDS  # noqa: F401  (re-exported)
 
 MODALITIES = ("image", "text")
@@ -158,6 +158,29 @@ def _check_value(v: Any, where: str, depth: int) -> None:
             _check_value(x, f"{where}.{k}" if where else repr(k), depth + 1)
     else:
         raise InvalidItemError(f"metadata {where} is a {type(v).__name__}, which JSON cannot hold")
+
+
+#: the longest payload field path ``index-field`` takes
+MAX_FIELD_PATH = 256
+
+
+def check_field_path(field: Any) -> str:
+    """A payload field of the user's that may be indexed: a non-empty string (a Qdrant JSON
+    path such as ``tags[]`` or ``meta.lang``), not a field inforank owns."""
+    if not isinstance(field, str) or not field.strip():
+        raise InvalidQueryError(f"A field to index must be a non-empty string, got {field!r:.60}.")
+    if len(field) > MAX_FIELD_PATH:
+        raise InvalidQueryError(f"A field path is at most {MAX_FIELD_PATH} characters, got {len(field)}.")
+    try:
+        check_text(field, f"the field {field!r:.60}")
+    except InvalidItemError as exc:
+        raise InvalidQueryError(str(exc)) from None
+    if field in OWNED_FIELDS or field.startswith(RESERVED_PREFIX):
+        raise InvalidQueryError(
+            f"{field!r} is a field inforank owns (its score fields are indexed already); "
+            "index your own metadata fields."
+        )
+    return field
 
 
 def check_metadata(meta: Any) -> dict[str, Any]:

@@ -52,6 +52,9 @@ class Backend(Protocol):
     def drop(self, name: str) -> dict[str, Any]: ...
     def stats(self, name: str) -> dict[str, Any]: ...
     def optimize(self, name: str, *, force: bool) -> dict[str, Any]: ...
+    def field_indexes(self, name: str) -> list[dict[str, Any]]: ...
+    def index_field(self, name: str, field: str, *, type: str) -> dict[str, Any]: ...
+    def drop_field_index(self, name: str, field: str) -> dict[str, Any]: ...
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse: ...
     def evaluate(
         self,
@@ -159,6 +162,15 @@ class LocalBackend:
 
     def optimize(self, name: str, *, force: bool) -> dict[str, Any]:
         return self.ix.optimize(name, force=force)
+
+    def field_indexes(self, name: str) -> list[dict[str, Any]]:
+        return self.ix.field_indexes(name)
+
+    def index_field(self, name: str, field: str, *, type: str) -> dict[str, Any]:
+        return self.ix.index_field(name, field, type)
+
+    def drop_field_index(self, name: str, field: str) -> dict[str, Any]:
+        return self.ix.drop_field_index(name, field)
 
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.searcher.search(name, vector, options)
@@ -298,6 +310,15 @@ class RemoteBackend:
 
     def optimize(self, name: str, *, force: bool) -> dict[str, Any]:
         return self.cl.optimize(name, force=force)
+
+    def field_indexes(self, name: str) -> list[dict[str, Any]]:
+        return self.cl.field_indexes(name)
+
+    def index_field(self, name: str, field: str, *, type: str) -> dict[str, Any]:
+        return self.cl.index_field(name, field, type)
+
+    def drop_field_index(self, name: str, field: str) -> dict[str, Any]:
+        return self.cl.drop_field_index(name, field)
 
     def search(self, name: str, vector: Any, options: SearchOptions) -> SearchResponse:
         return self.cl.search(name, vector, options)

@@ -167,6 +167,14 @@ class _Calls:
         return _Call("POST", f"/collections/{name}/optimize", params={"force": str(force).lower()})
 
     @staticmethod
+    def index_field(name: str, field: str, type: str) -> _Call:
+        return _Call("PUT", f"/collections/{name}/field-indexes", {"field": field, "type": type})
+
+    @staticmethod
+    def drop_field_index(name: str, field: str) -> _Call:
+        return _Call("DELETE", f"/collections/{name}/field-indexes", params={"field": field})
+
+    @staticmethod
     def evaluate(name: str, folds: int, max_queries: int, queries: list[dict[str, Any]] | None) -> _Call:
         body: dict[str, Any] = {"folds": folds, "max_queries": max_queries}
         if queries is not None:
@@ -237,6 +245,17 @@ class Client:
 
     def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
         return self._send(_Calls.optimize(name, force))
+
+    def field_indexes(self, name: str) -> list[dict[str, Any]]:
+        """The payload indexes on the collection's metadata fields."""
+        return self._send(_Call("GET", f"/collections/{name}/field-indexes"))
+
+    def index_field(self, name: str, field: str, type: str = "keyword") -> dict[str, Any]:
+        """Index a metadata field (keyword, integer, float, bool, datetime or uuid) for filters."""
+        return self._send(_Calls.index_field(name, field, type))
+
+    def drop_field_index(self, name: str, field: str) -> dict[str, Any]:
+        return self._send(_Calls.drop_field_index(name, field))
 
     def evaluate(
         self, name: str, folds: int = 5, max_queries: int = 1000, queries: list[dict[str, Any]] | None = None
@@ -325,6 +344,15 @@ class AsyncClient:
 
     async def optimize(self, name: str, force: bool = False) -> dict[str, Any]:
         return await self._asend(_Calls.optimize(name, force))
+
+    async def field_indexes(self, name: str) -> list[dict[str, Any]]:
+        return await self._asend(_Call("GET", f"/collections/{name}/field-indexes"))
+
+    async def index_field(self, name: str, field: str, type: str = "keyword") -> dict[str, Any]:
+        return await self._asend(_Calls.index_field(name, field, type))
+
+    async def drop_field_index(self, name: str, field: str) -> dict[str, Any]:
+        return await self._asend(_Calls.drop_field_index(name, field))
 
     async def evaluate(
         self, name: str, folds: int = 5, max_queries: int = 1000, queries: list[dict[str, Any]] | None = None

@@ -34,6 +34,7 @@ from indexer import errors
 from indexer.api import Indexer
 from indexer.collections import MAX_DIM
 from indexer.items import Item
+from indexer.store.base import FieldIndexType
 from retrieval.backend import LocalBackend
 from retrieval.options import MAX_K, SearchOptions
 
@@ -94,6 +95,13 @@ class CollectionIn(_Strict):
     model: str = "external"
     pretrained: str = ""
     min_count: int = Field(default=32, ge=2)
+
+
+class FieldIndexIn(_Strict):
+    field: str = Field(
+        min_length=1, max_length=256, description="A metadata field (a Qdrant JSON path, e.g. 'tags[]')."
+    )
+    type: FieldIndexType = "keyword"
 
 
 class DeleteIn(_Strict):
@@ -291,6 +299,20 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
         the GIL while it builds, so the whole service waits (minutes at 1M vectors). A Qdrant
         server indexes in the background by itself."""
         return backend.optimize(name, force=force)
+
+    @app.get("/collections/{name}/field-indexes")
+    def field_indexes(name: str) -> list[dict[str, Any]]:
+        return backend.field_indexes(name)
+
+    @app.put("/collections/{name}/field-indexes")
+    def index_field(name: str, body: FieldIndexIn) -> dict[str, Any]:
+        """Index a metadata field so filters on it are planned from the index (idempotent; 409
+        when the field is indexed as another type)."""
+        return backend.index_field(name, body.field, type=body.type)
+
+    @app.delete("/collections/{name}/field-indexes")
+    def drop_field_index(name: str, field: str) -> dict[str, Any]:
+        return backend.drop_field_index(name, field)
 
     @app.post("/collections/{name}/sync")
     def sync(name: str) -> dict[str, Any]:

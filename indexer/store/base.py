@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from indexer.errors import PointRefusedError
 
@@ -53,6 +53,19 @@ class IndexInfo:
     automatic: bool
     #: segments the points are in (each has its own graph; a search visits all of them)
     segments: int | None = None
+
+
+#: the payload index types a user's field may have (Qdrant's names for them)
+FieldIndexType = Literal["keyword", "integer", "float", "bool", "datetime", "uuid"]
+FIELD_INDEX_TYPES: tuple[str, ...] = get_args(FieldIndexType)
+
+
+@dataclass(frozen=True)
+class FieldIndex:
+    """A payload index as the store has it: its type and the points it holds a value of."""
+
+    type: str
+    points: int
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,18 @@ class VectorStore(ABC):
 
     @abstractmethod
     def add_float_indexes(self, name: str, fields: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def field_indexes(self, name: str) -> dict[str, FieldIndex]:
+        """Every payload index of the collection (inforank's score fields included)."""
+
+    @abstractmethod
+    def add_field_index(self, name: str, field: str, type: str) -> None:
+        """Index a payload field (a Qdrant JSON path) as one of :data:`FIELD_INDEX_TYPES`;
+        raises :class:`InvalidQueryError` for a path Qdrant cannot take."""
+
+    @abstractmethod
+    def drop_field_index(self, name: str, field: str) -> None: ...
 
     @abstractmethod
     def vector_sizes(self, name: str) -> dict[str, int]: ...

@@ -14,6 +14,7 @@ from indexer.errors import InvalidQueryError, NotFoundError, PointRefusedError, 
 from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
+    FieldIndex,
     Hit,
     IndexInfo,
     QuerySpec,
@@ -107,6 +108,28 @@ class ClientStore(VectorStore):
                 wait=True,
             )
 
+    @property
+    def _local(self) -> bool:
+        """qdrant-client's local mode (no server behind it)."""
+        return getattr(self.client, "_client", None).__class__.__name__.startswith("QdrantLocal")
+
+    def field_indexes(self, name: str) -> dict[str, FieldIndex]:
+        schema = self._call(self.client.get_collection, name).payload_schema or {}
+        return {
+            f: FieldIndex(str(getattr(i.data_type, "value", i.data_type)), int(i.points or 0))
+            for f, i in schema.items()
+        }
+
+    def add_field_index(self, name: str, field: str, type: str) -> None:
+        if self._local:  # it keeps none (qdrant-client warns and does nothing): filters scan there
+            return
+        kind = models.PayloadSchemaType(type)
+        self._call(self.client.create_payload_index, name, field, field_schema=kind, wait=True)
+
+    def drop_field_index(self, name: str, field: str) -> None:
+        if not self._local:
+            self._call(self.client.delete_payload_index, name, field, wait=True)
+
     def vector_sizes(self, name: str) -> dict[str, int]:
         info = self._call(self.client.get_collection, name)
         v = info.config.params.vectors
@@ -195,7 +218,7 @@ class ClientStore(VectorStore):
     def index_info(self, name: str) -> IndexInfo:
         info = self._call(self.client.get_collection, name)
         # a server indexes in the background by itself; qdrant-client's local mode never does
-        server = not getattr(self.client, "_client", None).__class__.__name__.startswith("QdrantLocal")
+        server = not self._local
         points, indexed = int(info.points_count or 0), int(info.indexed_vectors_count or 0)
         return IndexInfo(points, indexed, automatic=server, segments=info.segments_count)
 

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from indexer.errors import InvalidQueryError, NotFoundError, PointRefusedError, 
 from indexer.store.base import (
     FAIL_PENALTY,
     Blend,
+    FieldIndex,
     Hit,
     IndexInfo,
     QuerySpec,
@@ -40,6 +41,19 @@ from indexer.store.edge_filters import to_edge_filter
 
 _META = "inforank-vectors.json"
 _OWNER = ".inforank-owner"
+
+
+#: Edge's parameters for each payload index type a user's field may have (Qdrant's defaults:
+#: keyword, integer and uuid fields also get their own links in the next HNSW build)
+_INDEX_PARAMS: dict[str, Any] = {
+    "keyword": qe.KeywordIndexParams,
+    "integer": qe.IntegerIndexParams,
+    "float": qe.FloatIndexParams,
+    "bool": qe.BoolIndexParams,
+    "datetime": qe.DatetimeIndexParams,
+    "uuid": qe.UuidIndexParams,
+}
+_INDEX_TYPES = {cls: t for t, cls in _INDEX_PARAMS.items()}
 
 
 def _pid(s: str) -> int | uuid.UUID:
@@ -225,6 +239,32 @@ class EdgeStore(VectorStore):
             with self._lock:
                 s = self._shards.get(name) or self._shard(name)
                 s.update(op)
+
+    def field_indexes(self, name: str) -> dict[str, FieldIndex]:
+        schema = self._shard(name).info().payload_schema
+        return {
+            f: FieldIndex(
+                _INDEX_TYPES.get(type(i.params), type(i.params).__name__.removesuffix("IndexParams").lower()),
+                int(i.points),
+            )
+            for f, i in schema.items()
+        }
+
+    def add_field_index(self, name: str, field: str, type: str) -> None:
+        self._field_op(name, lambda: qe.UpdateOperation.create_field_index(field, _INDEX_PARAMS[type]()), field)
+
+    def drop_field_index(self, name: str, field: str) -> None:
+        self._field_op(name, lambda: qe.UpdateOperation.delete_field_index(field), field)
+
+    def _field_op(self, name: str, op: Callable[[], Any], field: str) -> None:
+        with self._lock:
+            shard = self._shard(name)
+            try:
+                shard.update(op())
+            except Exception as exc:
+                if "JSON path" in str(exc):
+                    raise InvalidQueryError(f"{field!r} is not a payload field path Qdrant can index: {exc}") from exc
+                raise StorageError(f"Qdrant Edge could not change the index of {field!r} on {name!r}: {exc}") from exc
 
     def vector_sizes(self, name: str) -> dict[str, int]:
         meta = self._path(name) / _META

@@ -115,6 +115,9 @@ def _stats_text(d: dict[str, Any]) -> str:
         elif not ix["indexed_vectors"] and not ix["automatic"]:
             line += " (exact search: fast enough at this size)"
         out.append(line)
+    fields = d.get("field_indexes")
+    if fields:
+        out.append("  indexed metadata fields: " + ", ".join(f"{i['field']} ({i['type']})" for i in fields))
     hub = d.get("hubness")
     if hub:
         line = f"  hubness correction k={hub['k']} β={hub['beta']} ({hub['bank']} bank)"

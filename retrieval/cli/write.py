@@ -126,6 +126,56 @@ def optimize(
         emit(b.optimize(collection, force=force), as_json, _optimize_text)
 
 
+@app.command("index-field")
+def index_field(
+    collection: str,
+    field: Annotated[str | None, typer.Argument(help="A metadata field (a Qdrant JSON path, e.g. tags[]).")] = None,
+    type: Annotated[str, typer.Option("--type", help="keyword, integer, float, bool, datetime or uuid.")] = "keyword",
+    drop: Annotated[bool, typer.Option("--drop", help="Remove the field's index instead.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index a metadata field you filter on (without FIELD: list the indexed fields).
+
+    Qdrant then plans filters on the field from the index: a selective filter reads only its
+    matching points, and an HNSW index built afterwards links the points of each value, so a
+    filtered search stays on the graph (without it, a filter passing 1 % took 41× as long at
+    20k pairs). On the embedded store, index fields before `optimize` builds the graph
+    (50k vectors and up).
+
+    Example: inforank index-field photos year --type integer
+    """
+    with backend() as b:
+        if field is None:
+            emit({"collection": collection, "field_indexes": b.field_indexes(collection)}, as_json, _indexes_text)
+        elif drop:
+            emit(b.drop_field_index(collection, field), as_json, _dropped_text)
+        else:
+            emit(b.index_field(collection, field, type=type), as_json, _indexed_text)
+
+
+def _indexes_text(d: dict[str, Any]) -> str:
+    if not d["field_indexes"]:
+        return f"{d['collection']}: no metadata field is indexed (`inforank index-field {d['collection']} FIELD`)"
+    return "\n".join(f"{i['field']}: {i['type']}, {i['points']} points" for i in d["field_indexes"])
+
+
+def _indexed_text(d: dict[str, Any]) -> str:
+    if not d["kept"]:
+        return f"{d['collection']}: this store keeps no payload indexes (qdrant-client local mode): filters scan"
+    what = "indexed" if d["created"] else "already indexed"
+    line = f"{d['collection']}: {d['field']} {what} as {d['type']} ({d['points']} points with a value)"
+    if d["graph_without_links"]:
+        line += (
+            "; the HNSW graph was built before this index and has no links for it until its segments are "
+            "rebuilt: filters on the field are planned from the index meanwhile"
+        )
+    return line
+
+
+def _dropped_text(d: dict[str, Any]) -> str:
+    return f"{d['collection']}: {d['field']} " + ("index dropped" if d["dropped"] else "had no index: nothing to drop")
+
+
 def _optimize_text(d: dict[str, Any]) -> str:
     a = d["after"]
     if a["automatic"]:

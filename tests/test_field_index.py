@@ -1,0 +1,216 @@
+"""Payload indexes on the user's metadata fields: kept by every store that keeps any, refused
+clearly for bad input, reachable from the library, the CLI and HTTP; and on the embedded store,
+what they are for: a selective filter on an HNSW-indexed collection stays on the graph."""
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import indexer.api
+import retrieval.search
+from indexer.api import Indexer
+from indexer.errors import ConflictError, InvalidQueryError, NotFoundError
+from indexer.items import Item
+from indexer.store import QdrantLocation
+from indexer.store.edge import EdgeStore
+from retrieval.options import SearchOptions
+from retrieval.search import Searcher
+from retrieval.service import create_app
+from tests.conftest import ellipsoid_pairs
+from tests.test_cli import run
+
+D = 16
+
+
+def _fill(ix: Indexer, n: int = 40, d: int = D) -> tuple[np.ndarray, np.ndarray]:
+    ix.create_collection("c", dim=d, min_count=4)
+    img, txt = ellipsoid_pairs(n, d, seed=1)
+    # "cat" on every item but the last four; "year" an integer on half of them
+    meta = [{"cat": f"c{i % 3}", **({"year": 2000 + i % 5} if i % 2 else {})} if i < n - 4 else {} for i in range(n)]
+    ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i, metadata=meta[i]) for i in range(n)])
+    return img, txt
+
+
+def test_a_field_index_is_kept_listed_and_dropped_on_every_store(indexer, location):
+    img, _ = _fill(indexer)
+    keeps = location.local_path is None  # qdrant-client's local mode keeps no payload indexes
+    assert indexer.field_indexes("c") == []  # inforank's own score indexes are not listed
+    out = indexer.index_field("c", "cat")
+    assert out["kept"] is keeps and out["created"] is keeps and not out["graph_without_links"]
+    # one point per item (its image and text are two named vectors): 36 items have a "cat"
+    assert out["points"] == (36 if keeps else 0)
+    assert indexer.field_indexes("c") == ([{"field": "cat", "type": "keyword", "points": 36}] if keeps else [])
+    assert indexer.index_field("c", "cat")["created"] is False  # the same again changes nothing
+    indexer.index_field("c", "year", "integer")
+    if keeps:
+        assert [i["field"] for i in indexer.field_indexes("c")] == ["cat", "year"]
+        with pytest.raises(ConflictError, match=r"indexed as keyword already.*--drop"):
+            indexer.index_field("c", "cat", "integer")
+    # filters answer the same with and without the index
+    s = Searcher(indexer)
+    flt = {"must": [{"key": "cat", "match": {"value": "c1"}}, {"key": "year", "range": {"gte": 2002}}]}
+    got = s.search("c", img[0], SearchOptions(k=5, query_modality="image", filter=flt))
+    assert got.results and all(r.payload["cat"] == "c1" and r.payload["year"] >= 2002 for r in got.results)
+    assert indexer.drop_field_index("c", "cat")["dropped"] is keeps
+    assert indexer.drop_field_index("c", "cat")["dropped"] is False
+    after = s.search("c", img[0], SearchOptions(k=5, query_modality="image", filter=flt))
+    assert [r.id for r in after.results] == [r.id for r in got.results]
+    assert [i["field"] for i in indexer.field_indexes("c")] == (["year"] if keeps else [])
+
+
+@pytest.mark.parametrize(
+    ("field", "type", "message"),
+    [
+        ("image_info_gain", "float", "inforank owns"),
+        ("inforank_id", "keyword", "inforank owns"),
+        ("", "keyword", "non-empty"),
+        ("x" * 300, "keyword", "at most 256"),
+        ("bad\ud800", "keyword", "lone surrogate"),
+        ("nul\x00", "keyword", "NUL"),
+        ("cat", "text", "one of keyword, integer"),
+        ("cat", "geo", "one of keyword"),
+        (7, "keyword", "non-empty string"),
+    ],
+)
+def test_bad_field_index_requests_are_refused_before_the_store_sees_them(tmp_path, field, type, message):
+    ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        _fill(ix)
+        with pytest.raises(InvalidQueryError, match=message):
+            ix.index_field("c", field, type)
+        assert ix.field_indexes("c") == []
+        with pytest.raises(NotFoundError):
+            ix.index_field("missing", "cat")
+    finally:
+        ix.close()
+
+
+def test_a_path_qdrant_cannot_parse_is_a_clear_error(tmp_path):
+    ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        _fill(ix)
+        with pytest.raises(InvalidQueryError, match="not a payload field path"):
+            ix.index_field("c", "tags[")
+        ix.index_field("c", "tags[]")  # an array field's values: a path Qdrant takes
+        assert [i["field"] for i in ix.field_indexes("c")] == ["tags[]"]
+    finally:
+        ix.close()
+
+
+def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
+    """Without a payload index, a filter that 1 % pass strands Qdrant's walk (1 result of 10;
+    the searcher then scans). With the field indexed before the graph is built, Qdrant plans the
+    filter from the index and the graph search answers in full: no scan needed. Indexed after the
+    build, the result says the graph lacks the field's links."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EdgeStore, "index_threshold_kb", 1)
+        mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
+        mp.setattr(retrieval.search, "CROSS_EXACT_BELOW", 1000)
+        n, d = 3000, 32
+        ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+        try:
+            ix.create_collection("c", dim=d, min_count=8)
+            img, txt = ellipsoid_pairs(n, d, seed=3)
+            meta = [{"g": i % 100, "late": i % 100} for i in range(n)]
+            ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i, metadata=meta[i]) for i in range(n)])
+            assert ix.index_field("c", "g", "integer")["graph_without_links"] is False
+            ix.optimize("c", force=True)
+            late = ix.index_field("c", "late", "integer")
+            assert late["created"] and late["graph_without_links"] and late["points"] == n
+            s = Searcher(ix)
+            rare = {"must": [{"key": "g", "match": {"value": 1}}]}
+            for i in (0, 7, 11):
+                got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare))
+                exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
+                assert got.applied["image_search"]["method"] == "hnsw" and got.applied["approximate"]
+                assert [r.id for r in got.results] == [r.id for r in exact.results]
+            text = "\n".join(json.dumps(i) for i in ix.field_indexes("c"))
+            assert '"field": "g"' in text and '"field": "late"' in text
+        finally:
+            ix.close()
+
+
+def test_index_field_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFORANK_DATA_DIR", str(tmp_path / "data"))
+    img, _ = ellipsoid_pairs(6, D)
+    (tmp_path / "v.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "vector": img[i].tolist(), "metadata": {"cat": f"c{i % 2}"}}) for i in range(6))
+    )
+    assert run("create", "p", "--dim", str(D))[0] == 0
+    assert run("ingest", "p", "--vectors", str(tmp_path / "v.jsonl"), "--modality", "image")[0] == 0
+    code, out = run("index-field", "p")
+    assert code == 0 and "no metadata field is indexed" in out
+    code, out = run("index-field", "p", "cat")
+    assert code == 0 and "cat indexed as keyword (6 points with a value)" in out
+    code, out = run("index-field", "p", "--json")
+    assert code == 0 and json.loads(out)["field_indexes"] == [{"field": "cat", "type": "keyword", "points": 6}]
+    code, out = run("stats", "p")
+    assert code == 0 and "indexed metadata fields: cat (keyword)" in out
+    for args, want in [
+        (("cat", "--type", "integer"), "--drop"),
+        (("image_info_gain",), "inforank owns"),
+        (("cat", "--type", "nope"), "one of keyword"),
+        (("tags[",), "not a payload field path"),
+    ]:
+        code, out = run("index-field", "p", *args)
+        assert code != 0 and want in out and "Traceback" not in out, args
+    code, out = run("index-field", "p", "cat", "--drop")
+    assert code == 0 and "cat index dropped" in out
+    assert json.loads(run("index-field", "p", "--json")[1])["field_indexes"] == []
+
+
+def test_index_field_over_http_and_the_client(tmp_path):
+    from retrieval.client import Client
+
+    ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        _fill(ix)
+        tc = TestClient(create_app(ix))
+        r = tc.put("/collections/c/field-indexes", json={"field": "year", "type": "integer"})
+        assert r.status_code == 200 and r.json()["created"] and r.json()["points"] == 18
+        assert tc.get("/collections/c/field-indexes").json() == [{"field": "year", "type": "integer", "points": 18}]
+        assert tc.put("/collections/c/field-indexes", json={"field": "year", "type": "keyword"}).status_code == 409
+        for body, code in [
+            ({"field": "image_info_gain"}, 400),
+            ({"field": "cat", "type": "nope"}, 422),
+            ({"field": ""}, 422),
+            ({"field": 3}, 422),
+            ({"field": "cat", "extra": 1}, 422),
+            ({"field": "tags["}, 400),
+        ]:
+            assert tc.put("/collections/c/field-indexes", json=body).status_code == code, body
+        assert tc.put("/collections/missing/field-indexes", json={"field": "cat"}).status_code == 404
+
+        def relay(req: httpx.Request) -> httpx.Response:
+            r = tc.request(
+                req.method,
+                str(req.url.copy_with(scheme="http", host="testserver")),
+                content=req.content,
+                headers=req.headers,
+            )
+            return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+        cl = Client("http://t", transport=httpx.MockTransport(relay))
+        assert cl.index_field("c", "cat")["type"] == "keyword"
+        assert [i["field"] for i in cl.field_indexes("c")] == ["cat", "year"]
+        with pytest.raises(ConflictError):
+            cl.index_field("c", "cat", "integer")
+        assert cl.drop_field_index("c", "cat")["dropped"] is True
+        assert tc.delete("/collections/c/field-indexes", params={"field": "year"}).json()["dropped"] is True
+        assert cl.field_indexes("c") == []
+
+        async def with_async() -> None:
+            from retrieval.client import AsyncClient
+
+            async with AsyncClient("http://t", transport=httpx.ASGITransport(app=create_app(ix))) as ac:
+                assert (await ac.index_field("c", "cat"))["created"] is True
+                assert [i["field"] for i in await ac.field_indexes("c")] == ["cat"]
+                assert (await ac.drop_field_index("c", "cat"))["dropped"] is True
+
+        asyncio.run(with_async())
+    finally:
+        ix.close()
