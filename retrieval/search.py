@@ -328,13 +328,16 @@ class Searcher:
         return amap
 
     def _filter(
-        self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any]
+        self, c: Collection, t: str, o: SearchOptions, applied: dict[str, Any], approximate: bool = False
     ) -> tuple[dict[str, Any] | None, float | None]:
         """The Qdrant filter, and the fraction of scored items expected to pass it.
 
         The fraction comes from the collection's own score distribution, for filters on the
-        scores alone; it is None when a user's payload filter (of unknown selectivity) is part.
-        """
+        scores alone. A user's payload filter is of unknown selectivity: on an exact search the
+        fraction is then None (the filtered scan is exact and no slower); on the graph, where a
+        filtered walk loses recall among points the filter refuses, it is estimated by Qdrant from
+        the payload indexes (times the scores' share, taken as independent), so that a filter
+        most points pass is answered among the unfiltered nearest like a score filter."""
         user = o.filter  # checked and made canonical by validate()
         bounds = {"info_gain": (o.min_info_gain, o.max_info_gain), "conformity": (o.min_conformity, o.max_conformity)}
         must = [
@@ -357,16 +360,26 @@ class Searcher:
                     f"{c.min_count} items of the other modality), so nothing was excluded"
                 )
         if not must and not must_not:
-            return (user or None), None
+            return (user or None), (self._user_fraction(c, t, user, applied) if user and approximate else None)
         out: dict[str, Any] = {"must": must + ([user] if user else [])}
         if must_not:
             out["must_not"] = must_not
-        if user:
+        if user and not approximate:
             return out, None
         if cut is not None:
             lo, hi = bounds["info_gain"]
             bounds["info_gain"] = (cut if lo is None else max(lo, cut), hi)
-        return out, pass_fraction(self.distribution(c, t), bounds)
+        frac = pass_fraction(self.distribution(c, t), bounds)
+        return out, (frac * self._user_fraction(c, t, user, applied) if user else frac)
+
+    def _user_fraction(self, c: Collection, t: str, user: dict[str, Any], applied: dict[str, Any]) -> float:
+        """Qdrant's estimate of the share of modality ``t``'s points that pass a user's filter
+        (from its payload indexes, no scan; a wrong guess costs one candidate query, since the
+        sieve sees when too few passed and the filtered search runs instead)."""
+        n = max(1, self._moments(c, t).n)
+        frac = min(1.0, self.ix.store.estimate_count(c.qdrant_collection, user) / n)
+        applied[f"{t}_filter_pass_estimate"] = round(frac, 4)
+        return frac
 
     def _blend(self, c: Collection, t: str, q: np.ndarray, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
         """``similarity + Σ w · s_q · (score − μ)/σ − β · hub_bias``: a rerank weight of 1 trades one
@@ -423,13 +436,13 @@ class Searcher:
         ``k`` best, or for a calibrated mixed list (``two_sided``) its ``MIX_REACH``·k best on
         the common scale."""
         blend = self._blend(c, t, q, o, applied)
-        flt, frac = self._filter(c, t, o, applied)
         cross = o.query_modality != t
         # across the modality gap a query lies outside the indexed modality's shell, where the
         # graph's greedy walk needs a much wider beam for the same recall (BENCHMARKS.md, HNSW);
         # that beam costs what a full scan of ~100k vectors does, so below CROSS_EXACT_BELOW a
         # cross-modal query scans instead
         approximate = not o.exact and self._indexed(c) and (not cross or self._moments(c, t).n > CROSS_EXACT_BELOW)
+        flt, frac = self._filter(c, t, o, applied, approximate)
         ef = (EF_CROSS if cross else EF_SAME) if approximate else None
         applied[f"{t}_search"] = {"method": "hnsw", "ef": ef} if approximate else {"method": "exact"}
         spec = QuerySpec(

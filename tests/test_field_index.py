@@ -128,6 +128,16 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
                 exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
                 assert got.applied["image_search"]["method"] == "hnsw" and got.applied["approximate"]
                 assert [r.id for r in got.results] == [r.id for r in exact.results]
+            # a filter most points pass: Qdrant's estimate from the index (no scan) sends it to
+            # the unfiltered nearest candidates, as a score filter, instead of a filtered walk
+            half = {"must": [{"key": "g", "range": {"lt": 50}}]}
+            for i in (0, 7):
+                got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=half))
+                exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=half, exact=True))
+                assert got.applied["image_filter_plan"].startswith("among the ")
+                assert got.applied["image_filter_pass_estimate"] == pytest.approx(0.5, abs=0.02)  # a histogram
+                assert "image_filter_pass_estimate" not in exact.applied  # a scan needs no estimate
+                assert [r.id for r in got.results] == [r.id for r in exact.results]
             text = "\n".join(json.dumps(i) for i in ix.field_indexes("c"))
             assert '"field": "g"' in text and '"field": "late"' in text
         finally:

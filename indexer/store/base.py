@@ -189,6 +189,12 @@ class VectorStore(ABC):
     @abstractmethod
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int: ...
 
+    def estimate_count(self, name: str, filter: dict[str, Any]) -> int:
+        """Qdrant's estimate of how many points pass ``filter``, from its payload indexes (no
+        scan: exact for a field with an index; for one without, Qdrant knows only 0..N and says
+        N/2). Stores without an estimate count exactly."""
+        return self.count(name, filter)
+
     @abstractmethod
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         """Filtered nearest neighbours (Qdrant's filtered search), blended by a formula if asked."""

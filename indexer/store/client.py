@@ -183,6 +183,9 @@ class ClientStore(VectorStore):
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         return int(self._call(self.client.count, name, count_filter=_filter(filter), exact=True).count)
 
+    def estimate_count(self, name: str, filter: dict[str, Any]) -> int:
+        return int(self._call(self.client.count, name, count_filter=_filter(filter), exact=False).count)
+
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)
         if spec.blend is None:

@@ -313,6 +313,9 @@ class EdgeStore(VectorStore):
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(filter))))
 
+    def estimate_count(self, name: str, filter: dict[str, Any]) -> int:
+        return int(self._shard(name).count(qe.CountRequest(exact=False, filter=to_edge_filter(filter))))
+
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = to_edge_filter(spec.filter)
         nearest = _nearest(spec)
