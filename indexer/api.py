@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -106,6 +106,12 @@ def _db(fn: F) -> F:
     return cast(F, wrapper)
 
 
+def _index_type(t: Any) -> str:
+    if t not in FIELD_INDEX_TYPES:
+        raise InvalidQueryError(f"An index type is one of {', '.join(FIELD_INDEX_TYPES)}; got {t!r:.40}.")
+    return str(t)
+
+
 #: below this many vectors (all modalities) a full scan is fast enough (≈ 4 ms at 20k × 512-d
 #: here) and no HNSW index is built on the embedded store; see BENCHMARKS.md "HNSW"
 INDEX_MIN_VECTORS = 50_000
@@ -178,8 +184,12 @@ class Indexer:
         tau: float = 1.0,
         min_count: int = 32,
         modalities: Sequence[str] = MODALITIES,
+        field_indexes: Mapping[str, str] | None = None,
     ) -> Collection:
+        """A new collection; ``field_indexes`` (field → type, as :meth:`index_field` takes) are
+        created with it, before any point, so every HNSW graph built later links their values."""
         catalog.check_name(name)
+        wanted = {check_field_path(f): _index_type(t) for f, t in (field_indexes or {}).items()}
         names = {m: m for m in modalities}
         with self.sessions.begin() as s:
             c = catalog.insert(
@@ -201,6 +211,12 @@ class Indexer:
                 )
             # Inside the transaction: if Qdrant fails, the catalog row is rolled back.
             self.store.create(name, {m: dim for m in names}, SCORE_FIELDS)
+            try:
+                for f, t in wanted.items():
+                    self.store.add_field_index(name, f, t)
+            except BaseException:
+                self.store.drop(name)
+                raise
         return c
 
     @_db
@@ -805,9 +821,7 @@ class Indexer:
         On the embedded store, a graph built before the index has no links for the field until
         its segments are rebuilt: index the fields you filter on early (``graph_without_links``
         says when it was too late)."""
-        field = check_field_path(field)
-        if type not in FIELD_INDEX_TYPES:
-            raise InvalidQueryError(f"An index type is one of {', '.join(FIELD_INDEX_TYPES)}; got {type!r:.40}.")
+        field, type = check_field_path(field), _index_type(type)
         c = self.collection(name)
         self.store.claim(c.qdrant_collection)
         have = self.store.field_indexes(c.qdrant_collection).get(field)

@@ -35,7 +35,16 @@ class Backend(Protocol):
 
     def collections(self) -> list[dict[str, Any]]: ...
     def collection(self, name: str) -> dict[str, Any]: ...
-    def create(self, name: str, *, dim: int, model: str, pretrained: str, min_count: int) -> dict[str, Any]: ...
+    def create(
+        self,
+        name: str,
+        *,
+        dim: int,
+        model: str,
+        pretrained: str,
+        min_count: int,
+        field_indexes: dict[str, str] | None = None,
+    ) -> dict[str, Any]: ...
     def ingest(
         self,
         name: str,
@@ -111,10 +120,20 @@ class LocalBackend:
     def collection(self, name: str) -> dict[str, Any]:
         return self.ix.collection(name).__dict__
 
-    def create(self, name: str, *, dim: int, model: str, pretrained: str, min_count: int) -> dict[str, Any]:
-        return self.ix.create_collection(
-            name, dim=dim, model=model, pretrained=pretrained, min_count=min_count
-        ).__dict__
+    def create(
+        self,
+        name: str,
+        *,
+        dim: int,
+        model: str,
+        pretrained: str,
+        min_count: int,
+        field_indexes: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        c = self.ix.create_collection(
+            name, dim=dim, model=model, pretrained=pretrained, min_count=min_count, field_indexes=field_indexes
+        )
+        return {**c.__dict__, "field_indexes": self.ix.field_indexes(name)}
 
     def ingest(
         self,
@@ -231,8 +250,20 @@ class RemoteBackend:
     def collection(self, name: str) -> dict[str, Any]:
         return dict(self.cl.collection(name))
 
-    def create(self, name: str, *, dim: int, model: str, pretrained: str, min_count: int) -> dict[str, Any]:
-        return dict(self.cl.create_collection(name, dim, model=model, pretrained=pretrained, min_count=min_count))
+    def create(
+        self,
+        name: str,
+        *,
+        dim: int,
+        model: str,
+        pretrained: str,
+        min_count: int,
+        field_indexes: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": model, "pretrained": pretrained, "min_count": min_count}
+        if field_indexes:
+            kw["field_indexes"] = field_indexes
+        return dict(self.cl.create_collection(name, dim, **kw))
 
     def ingest(
         self,

@@ -44,6 +44,8 @@ class CollectionInfo(TypedDict, total=False):
     vector_names: dict[str, str]
     attached: bool
     stats_version: int
+    #: on creation: the metadata fields indexed with it ({field, type, points})
+    field_indexes: list[dict[str, Any]]
 
 
 class IngestResult(TypedDict):
@@ -215,7 +217,7 @@ class Client:
         return self._send(_Call("GET", f"/collections/{name}"))
 
     def create_collection(self, name: str, dim: int, **kw: Any) -> CollectionInfo:
-        """``kw``: ``model``, ``pretrained``, ``min_count``."""
+        """``kw``: ``model``, ``pretrained``, ``min_count``, ``field_indexes`` (field → type)."""
         return self._send(_Calls.create(name, dim, kw))
 
     def add(

@@ -95,6 +95,11 @@ class CollectionIn(_Strict):
     model: str = "external"
     pretrained: str = ""
     min_count: int = Field(default=32, ge=2)
+    field_indexes: dict[str, FieldIndexType] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Metadata fields to index from the start: field → keyword, integer, float, bool, datetime, uuid.",
+    )
 
 
 class FieldIndexIn(_Strict):
@@ -229,7 +234,12 @@ def create_app(ix: Indexer, *, api_key: str | None = None, limits: Limits | None
     @app.post("/collections", status_code=201)
     def create(body: CollectionIn) -> dict[str, Any]:
         return backend.create(
-            body.name, dim=body.dim, model=body.model, pretrained=body.pretrained, min_count=body.min_count
+            body.name,
+            dim=body.dim,
+            model=body.model,
+            pretrained=body.pretrained,
+            min_count=body.min_count,
+            field_indexes=dict(body.field_indexes),
         )
 
     @app.get("/collections/{name}")

@@ -224,3 +224,35 @@ def test_index_field_over_http_and_the_client(tmp_path):
         asyncio.run(with_async())
     finally:
         ix.close()
+
+
+def test_fields_indexed_at_creation_on_every_door(tmp_path, monkeypatch):
+    """`create --index-field` / ``create_collection(field_indexes=…)`` / the POST body index the
+    fields before any point; a bad one refuses the whole creation and leaves nothing behind."""
+    ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        ix.create_collection("a", dim=D, field_indexes={"cat": "keyword", "year": "integer"})
+        assert [(i["field"], i["type"]) for i in ix.field_indexes("a")] == [("cat", "keyword"), ("year", "integer")]
+        for bad, message in [({"cat": "nope"}, "one of keyword"), ({"image_info_gain": "float"}, "inforank owns")]:
+            with pytest.raises(InvalidQueryError, match=message):
+                ix.create_collection("b", dim=D, field_indexes=bad)
+        with pytest.raises(InvalidQueryError, match="not a payload field path"):  # found by Qdrant itself
+            ix.create_collection("b", dim=D, field_indexes={"ok": "keyword", "tags[": "keyword"})
+        assert [c.name for c in ix.collections()] == ["a"] and not ix.store.exists("b")
+        ix.create_collection("b", dim=D)  # the name is free again
+        tc = TestClient(create_app(ix))
+        r = tc.post("/collections", json={"name": "h", "dim": D, "field_indexes": {"lang": "keyword"}})
+        assert r.status_code == 201 and r.json()["field_indexes"] == [{"field": "lang", "type": "keyword", "points": 0}]
+        assert tc.post("/collections", json={"name": "h2", "dim": D, "field_indexes": {"x": "text"}}).status_code == 422
+        assert (
+            tc.post("/collections", json={"name": "h2", "dim": D, "field_indexes": {"": "keyword"}}).status_code == 400
+        )
+        assert tc.get("/collections/h2").status_code == 404
+    finally:
+        ix.close()
+    monkeypatch.setenv("INFORANK_DATA_DIR", str(tmp_path / "data"))
+    code, out = run("create", "p", "--dim", str(D), "--index-field", "cat", "--index-field", "year:integer")
+    assert code == 0 and "cat indexed as keyword, year indexed as integer" in out
+    code, out = run("create", "p2", "--dim", str(D), "--index-field", "year:int")
+    assert code == 2 and "one of keyword" in out and "Traceback" not in out
+    assert "p2" not in run("collections", "--json")[1]
