@@ -38,6 +38,20 @@ def clip_like(n: int, d: int = 512, seed: int = 0, shift: int = 0) -> np.ndarray
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+COCO = Path(__file__).resolve().parents[1] / "retrieval" / "data" / "coco500_clip_vitb16.npy"
+
+
+def coco_shaped(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` unit vectors drawn from a Gaussian with the mean and covariance of the 500 real
+    CLIP ViT-B/16 COCO image embeddings, and those real image and text embeddings (unit, float64)."""
+    f = np.load(COCO).astype(np.float64)
+    img, txt = (f[i] / np.linalg.norm(f[i], axis=1, keepdims=True) for i in (0, 1))
+    d = img.shape[1]
+    chol = np.linalg.cholesky(np.cov(img.T) + 1e-6 * np.eye(d))
+    g = img.mean(0) + np.random.default_rng(seed).normal(size=(n, d)) @ chol.T
+    return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32), img, txt
+
+
 @contextmanager
 def serving(env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
     """``inforank serve`` in a process of its own on a free port (``env`` on top of this one's;

@@ -10,7 +10,7 @@ indexed before its graph was built. The baseline is the first state, in the same
 filter runs through the searcher (which routes on Qdrant's estimate of how many pass) and, on the
 same build, forced onto Qdrant's filtered walk.
 
-    python -m bench.filters [--n 100000] [--queries 100]
+    python -m bench.filters [--n 100000] [--queries 100] [--gallery clip_like|coco]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import clip_like, embedded, report
+from bench.common import clip_like, coco_shaped, embedded, report
 from indexer.items import Item
 from retrieval import search as search_mod
 from retrieval.search import Searcher, SearchOptions
@@ -86,10 +86,13 @@ def _measure_plan(ix: Any, queries: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def run(n: int = 100_000, queries: int = 100) -> dict[str, Any]:
-    vecs = clip_like(n)
-    qs = clip_like(queries, seed=7)
-    res: dict[str, Any] = {"n": n, "queries": queries}
+def run(n: int = 100_000, queries: int = 100, gallery: str = "clip_like") -> dict[str, Any]:
+    if gallery == "coco":  # COCO-shaped, searched by the real COCO images: an easy set for HNSW
+        vecs, img, _ = coco_shaped(n)
+        qs = img[:queries].astype(np.float32)
+    else:  # anisotropic in all 512 dimensions: a hard one
+        vecs, qs = clip_like(n), clip_like(queries, seed=7)
+    res: dict[str, Any] = {"n": n, "queries": len(qs), "gallery": gallery}
     with tempfile.TemporaryDirectory() as d:
         print("no payload index", flush=True)
         ix = _store(Path(d) / "a", vecs, index_first=False)
@@ -117,5 +120,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--gallery", choices=("clip_like", "coco"), default="clip_like")
     a = ap.parse_args()
-    run(a.n, a.queries)
+    run(a.n, a.queries, a.gallery)

@@ -21,18 +21,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import qdrant_edge as qe
 
-from bench.common import report
-
-COCO = Path(__file__).resolve().parents[1] / "retrieval" / "data" / "coco500_clip_vitb16.npy"
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
+from bench.common import coco_shaped, report
 
 
 def run(
@@ -41,12 +34,8 @@ def run(
     efs: tuple[int, ...] = (128, 256, 512, 1024, 2048),
     segment: int | None = None,
 ) -> dict:
-    f = np.load(COCO).astype(np.float64)
-    img, txt = _unit(f[0]), _unit(f[1])
+    gallery, img, txt = coco_shaped(n)
     d = img.shape[1]
-    rng = np.random.default_rng(0)
-    chol = np.linalg.cholesky(np.cov(img.T) + 1e-6 * np.eye(d))
-    gallery = _unit(img.mean(0) + rng.normal(size=(n, d)) @ chol.T).astype(np.float32)
     q = (txt if queries == "text" else img)[:100].astype(np.float32)
     cfg = qe.EdgeConfig(
         vectors={"image": qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)},

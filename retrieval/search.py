@@ -373,13 +373,24 @@ class Searcher:
         return out, (frac * self._user_fraction(c, t, user, applied) if user else frac)
 
     def _user_fraction(self, c: Collection, t: str, user: dict[str, Any], applied: dict[str, Any]) -> float:
-        """Qdrant's estimate of the share of modality ``t``'s points that pass a user's filter
-        (from its payload indexes, no scan; a wrong guess costs one candidate query, since the
-        sieve sees when too few passed and the filtered search runs instead)."""
+        """The share of modality ``t``'s points expected to pass a user's filter: Qdrant's
+        estimate where every field the filter reads has a payload index (from the indexes, no
+        scan). Where one has none, Qdrant knows only 0..N and its estimate says nothing, so the
+        plan assumes the narrowest share the candidate route serves (``MIN_PASS_FRACTION``):
+        enough candidates for a filter that loose, and one candidate query lost on a stricter
+        one, since the sieve sees when too few passed and the filtered search runs instead."""
+        unindexed = filter_keys(user) - self._field_indexes(c)
+        if unindexed:
+            applied[f"{t}_filter_pass_estimate"] = f"unknown: no payload index on {', '.join(sorted(unindexed))}"
+            return MIN_PASS_FRACTION
         n = max(1, self._moments(c, t).n)
         frac = min(1.0, self.ix.store.estimate_count(c.qdrant_collection, user) / n)
         applied[f"{t}_filter_pass_estimate"] = round(frac, 4)
         return frac
+
+    def _field_indexes(self, c: Collection) -> frozenset[str]:
+        """The payload fields the store has an index on, kept like the index state."""
+        return self._keep(("fields", c.id), None, lambda: frozenset(self.ix.store.field_indexes(c.qdrant_collection)))
 
     def _blend(self, c: Collection, t: str, q: np.ndarray, o: SearchOptions, applied: dict[str, Any]) -> Blend | None:
         """``similarity + Σ w · s_q · (score − μ)/σ − β · hub_bias``: a rerank weight of 1 trades one
@@ -547,6 +558,18 @@ def _members(mom: Moments) -> tuple[float, float]:
     """Mean and standard deviation of a modality's members' similarity to its mean: m̂·m̂ and
     √(m̂ᵀΣm̂) (a member's similarity to the mean, averaged, is the mean's squared norm)."""
     return float(mom.mean @ mom.mean), float(mom.spread(mom.mean))
+
+
+def filter_keys(f: Any) -> set[str]:
+    """Every payload field a Qdrant JSON filter reads (ids and vectors are not payload)."""
+    if isinstance(f, list):
+        return set().union(*(filter_keys(x) for x in f))
+    if not isinstance(f, dict):
+        return set()
+    keys = {f["key"]} if isinstance(f.get("key"), str) else set()
+    # every nesting Qdrant has (must/should/must_not, min_should's conditions, nested's filter,
+    # is_empty/is_null's key); a condition's values hold no "key"
+    return keys.union(*(filter_keys(v) for v in f.values() if isinstance(v, dict | list)))
 
 
 def pass_fraction(dist: dict[str, Sketch], bounds: dict[str, tuple[float | None, float | None]]) -> float:

@@ -115,7 +115,7 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
         try:
             ix.create_collection("c", dim=d, min_count=8)
             img, txt = ellipsoid_pairs(n, d, seed=3)
-            meta = [{"g": i % 100, "late": i % 100} for i in range(n)]
+            meta = [{"g": i % 100, "late": i % 100, "u": i % 2} for i in range(n)]
             ix.add("c", [Item({"image": img[i], "text": txt[i]}, id=i, metadata=meta[i]) for i in range(n)])
             assert ix.index_field("c", "g", "integer")["graph_without_links"] is False
             ix.optimize("c", force=True)
@@ -138,6 +138,14 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
                 assert got.applied["image_filter_pass_estimate"] == pytest.approx(0.5, abs=0.02)  # a histogram
                 assert "image_filter_pass_estimate" not in exact.applied  # a scan needs no estimate
                 assert [r.id for r in got.results] == [r.id for r in exact.results]
+            # a field without a payload index: Qdrant's estimate says nothing, so the plan takes
+            # the narrowest share the candidate route serves (25 %) and the sieve checks it
+            unindexed = {"must": [{"key": "u", "match": {"value": 1}}, half]}
+            got = s.search("c", img[3], SearchOptions(k=10, query_modality="image", filter=unindexed))
+            exact = s.search("c", img[3], SearchOptions(k=10, query_modality="image", filter=unindexed, exact=True))
+            assert got.applied["image_filter_pass_estimate"] == "unknown: no payload index on u"
+            assert got.applied["image_filter_plan"] == "among the 82 nearest"  # 10 / 0.25 × 1.25 + 32
+            assert [r.id for r in got.results] == [r.id for r in exact.results]
             text = "\n".join(json.dumps(i) for i in ix.field_indexes("c"))
             assert '"field": "g"' in text and '"field": "late"' in text
         finally:
@@ -256,3 +264,16 @@ def test_fields_indexed_at_creation_on_every_door(tmp_path, monkeypatch):
     code, out = run("create", "p2", "--dim", str(D), "--index-field", "year:int")
     assert code == 2 and "one of keyword" in out and "Traceback" not in out
     assert "p2" not in run("collections", "--json")[1]
+
+
+def test_filter_keys_reads_every_nesting():
+    from retrieval.search import filter_keys
+
+    f = {
+        "must": [{"key": "a", "match": {"value": "x"}}, {"should": [{"key": "b.c", "range": {"gte": 1}}]}],
+        "must_not": [{"is_empty": {"key": "d"}}, {"has_id": [1, 2]}],
+        "min_should": {"conditions": [{"key": "e", "match": {"any": ["k"]}}], "min_count": 1},
+        "should": {"nested": {"key": "f", "filter": {"must": [{"key": "g", "match": {"value": 1}}]}}},
+    }
+    assert filter_keys(f) == {"a", "b.c", "d", "e", "f", "g"}
+    assert filter_keys(None) == set() and filter_keys({"must": []}) == set()
