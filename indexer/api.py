@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -217,6 +217,11 @@ class Indexer:
             except BaseException:
                 self.store.drop(name)
                 raise
+            if wanted:  # indexed before any point: every graph built later links them
+                c = replace(c, linked_fields=tuple(sorted(wanted)))
+                s.execute(
+                    update(CollectionRow).where(CollectionRow.id == c.id).values(linked_fields=list(c.linked_fields))
+                )
         return c
 
     @_db
@@ -802,11 +807,12 @@ class Indexer:
 
     def field_indexes(self, name: str) -> list[dict[str, Any]]:
         """The payload indexes on the user's own fields (inforank indexes its score fields by
-        itself; those are left out), with the points each holds a value of."""
+        itself; those are left out), with the points each holds a value of and whether every
+        HNSW graph links its values (indexed before any graph was built)."""
         c = self.collection(name)
         have = self.store.field_indexes(c.qdrant_collection)
         return [
-            {"field": f, "type": i.type, "points": i.points}
+            {"field": f, "type": i.type, "points": i.points, "linked": f in c.linked_fields}
             for f, i in sorted(have.items())
             if f not in OWNED_FIELDS and not f.startswith(RESERVED_PREFIX)
         ]
@@ -815,7 +821,7 @@ class Indexer:
         """Give a metadata field a payload index in Qdrant, so filters on it are planned from
         the index: a selective filter is answered from its matching points alone, and an HNSW
         graph built afterwards links the points of each value (filtered search stays on the
-        graph; measured in BENCHMARKS.md "Payload indexes"). Idempotent for the same type; a
+        graph; BENCHMARKS.md "Filters on the graph"). Idempotent for the same type; a
         field already indexed as another type is a :class:`ConflictError` (drop it first).
 
         On the embedded store, a graph built before the index has no links for the field until
@@ -834,6 +840,8 @@ class Indexer:
             self.store.add_field_index(c.qdrant_collection, field, type)
         now = self.store.field_indexes(c.qdrant_collection).get(field)
         state = self.index_state(name)
+        if have is None and now is not None and not state["indexed_vectors"]:
+            self._link_fields(c, add=field)  # no graph yet: every one built from now on links it
         return {
             "collection": name,
             "field": field,
@@ -855,7 +863,20 @@ class Indexer:
         had = field in self.store.field_indexes(c.qdrant_collection)
         if had:
             self.store.drop_field_index(c.qdrant_collection, field)
+        self._link_fields(c, drop=field)
         return {"collection": name, "field": field, "dropped": had}
+
+    @_db
+    def _link_fields(self, c: Collection, *, add: str | None = None, drop: str | None = None) -> None:
+        """Record a field as linked in every graph (or no longer). Read and written in one
+        transaction; two processes indexing fields at once may lose one record, which only sends
+        that field's filters to the candidate route (never a wrong answer)."""
+        with self.sessions.begin() as s:
+            row = s.get(CollectionRow, c.id)
+            if row is None:
+                return
+            fields = set(row.linked_fields or ()) - {drop} | ({add} if add else set())
+            row.linked_fields = sorted(f for f in fields if f)
 
     def optimize(self, name: str, *, force: bool = False) -> dict[str, Any]:
         """Build the HNSW index of an embedded collection when due (or ``force``): a full scan

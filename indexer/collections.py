@@ -43,6 +43,9 @@ class Collection:
     #: the last evaluation's summary and the defaults chosen from it (``defaults``: e.g.
     #: ``{"hubness": {"text_to_image": true, "image_to_text": false}}``)
     evaluation: dict[str, Any] | None = None
+    #: metadata fields given a payload index before any HNSW graph was built: every graph links
+    #: their values, so Qdrant's filtered walk keeps its recall on them
+    linked_fields: tuple[str, ...] = ()
 
     @property
     def model_identity(self) -> str:
@@ -74,6 +77,7 @@ class Collection:
             r.hub_version,
             getattr(r, "hub", None),
             getattr(r, "evaluation", None),
+            tuple(getattr(r, "linked_fields", None) or ()),
         )
 
 

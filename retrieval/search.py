@@ -370,16 +370,26 @@ class Searcher:
             lo, hi = bounds["info_gain"]
             bounds["info_gain"] = (cut if lo is None else max(lo, cut), hi)
         frac = pass_fraction(self.distribution(c, t), bounds)
-        return out, (frac * self._user_fraction(c, t, user, applied) if user else frac)
+        if not user:
+            return out, frac
+        users = self._user_fraction(c, t, user, applied)
+        return out, (None if users is None else frac * users)
 
-    def _user_fraction(self, c: Collection, t: str, user: dict[str, Any], applied: dict[str, Any]) -> float:
-        """The share of modality ``t``'s points expected to pass a user's filter: Qdrant's
-        estimate where every field the filter reads has a payload index (from the indexes, no
-        scan). Where one has none, Qdrant knows only 0..N and its estimate says nothing, so the
-        plan assumes the narrowest share the candidate route serves (``MIN_PASS_FRACTION``):
-        enough candidates for a filter that loose, and one candidate query lost on a stricter
-        one, since the sieve sees when too few passed and the filtered search runs instead."""
-        unindexed = filter_keys(user) - self._field_indexes(c)
+    def _user_fraction(self, c: Collection, t: str, user: dict[str, Any], applied: dict[str, Any]) -> float | None:
+        """The share of modality ``t``'s points expected to pass a user's filter, or None to
+        leave the filter to Qdrant's own plan: where every field it reads was indexed before any
+        graph was built (``Collection.linked_fields``), the graph links their values and
+        Qdrant's filtered walk keeps its recall (BENCHMARKS.md "Filters on the graph"). Else
+        Qdrant's estimate where every field has a payload index (from the indexes, no scan);
+        where one has none, Qdrant knows only 0..N, so the plan assumes the narrowest share the
+        candidate route serves (``MIN_PASS_FRACTION``): enough candidates for a filter that
+        loose, one candidate query lost on a stricter one, since the sieve sees when too few
+        passed and the filtered search runs instead."""
+        keys = filter_keys(user)
+        if keys and keys <= set(c.linked_fields):
+            applied[f"{t}_filter_pass_estimate"] = "left to Qdrant: the graph links every field the filter reads"
+            return None
+        unindexed = keys - self._field_indexes(c)
         if unindexed:
             applied[f"{t}_filter_pass_estimate"] = f"unknown: no payload index on {', '.join(sorted(unindexed))}"
             return MIN_PASS_FRACTION

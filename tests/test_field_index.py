@@ -43,7 +43,9 @@ def test_a_field_index_is_kept_listed_and_dropped_on_every_store(indexer, locati
     assert out["kept"] is keeps and out["created"] is keeps and not out["graph_without_links"]
     # one point per item (its image and text are two named vectors): 36 items have a "cat"
     assert out["points"] == (36 if keeps else 0)
-    assert indexer.field_indexes("c") == ([{"field": "cat", "type": "keyword", "points": 36}] if keeps else [])
+    assert indexer.field_indexes("c") == (
+        [{"field": "cat", "type": "keyword", "points": 36, "linked": True}] if keeps else []
+    )
     assert indexer.index_field("c", "cat")["created"] is False  # the same again changes nothing
     indexer.index_field("c", "year", "integer")
     if keeps:
@@ -121,6 +123,8 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
             ix.optimize("c", force=True)
             late = ix.index_field("c", "late", "integer")
             assert late["created"] and late["graph_without_links"] and late["points"] == n
+            # only the field indexed before the graph is linked in it
+            assert ix.collection("c").linked_fields == ("g",)
             s = Searcher(ix)
             rare = {"must": [{"key": "g", "match": {"value": 1}}]}
             for i in (0, 7, 11):
@@ -128,9 +132,16 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
                 exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
                 assert got.applied["image_search"]["method"] == "hnsw" and got.applied["approximate"]
                 assert [r.id for r in got.results] == [r.id for r in exact.results]
-            # a filter most points pass: Qdrant's estimate from the index (no scan) sends it to
-            # the unfiltered nearest candidates, as a score filter, instead of a filtered walk
-            half = {"must": [{"key": "g", "range": {"lt": 50}}]}
+            # on a field the graph links, a filter most points pass is left to Qdrant's walk
+            linked = {"must": [{"key": "g", "range": {"lt": 50}}]}
+            got = s.search("c", img[5], SearchOptions(k=10, query_modality="image", filter=linked))
+            exact = s.search("c", img[5], SearchOptions(k=10, query_modality="image", filter=linked, exact=True))
+            assert got.applied["image_filter_plan"] == "filtered search"
+            assert got.applied["image_filter_pass_estimate"].startswith("left to Qdrant")
+            assert [r.id for r in got.results] == [r.id for r in exact.results]
+            # on one indexed after the graph: Qdrant's estimate from the index (no scan) sends
+            # it to the unfiltered nearest candidates, as a score filter, instead of the walk
+            half = {"must": [{"key": "late", "range": {"lt": 50}}]}
             for i in (0, 7):
                 got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=half))
                 exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=half, exact=True))
@@ -165,7 +176,9 @@ def test_index_field_from_the_cli(tmp_path, monkeypatch):
     code, out = run("index-field", "p", "cat")
     assert code == 0 and "cat indexed as keyword (6 points with a value)" in out
     code, out = run("index-field", "p", "--json")
-    assert code == 0 and json.loads(out)["field_indexes"] == [{"field": "cat", "type": "keyword", "points": 6}]
+    assert code == 0 and json.loads(out)["field_indexes"] == [
+        {"field": "cat", "type": "keyword", "points": 6, "linked": True}
+    ]
     code, out = run("stats", "p")
     assert code == 0 and "indexed metadata fields: cat (keyword)" in out
     for args, want in [
@@ -190,7 +203,9 @@ def test_index_field_over_http_and_the_client(tmp_path):
         tc = TestClient(create_app(ix))
         r = tc.put("/collections/c/field-indexes", json={"field": "year", "type": "integer"})
         assert r.status_code == 200 and r.json()["created"] and r.json()["points"] == 18
-        assert tc.get("/collections/c/field-indexes").json() == [{"field": "year", "type": "integer", "points": 18}]
+        assert tc.get("/collections/c/field-indexes").json() == [
+            {"field": "year", "type": "integer", "points": 18, "linked": True}
+        ]
         assert tc.put("/collections/c/field-indexes", json={"field": "year", "type": "keyword"}).status_code == 409
         for body, code in [
             ({"field": "image_info_gain"}, 400),
@@ -239,8 +254,12 @@ def test_fields_indexed_at_creation_on_every_door(tmp_path, monkeypatch):
     fields before any point; a bad one refuses the whole creation and leaves nothing behind."""
     ix = Indexer(f"sqlite:///{tmp_path / 'i.sqlite'}", QdrantLocation(edge_path=str(tmp_path / "q")))
     try:
-        ix.create_collection("a", dim=D, field_indexes={"cat": "keyword", "year": "integer"})
+        made = ix.create_collection("a", dim=D, field_indexes={"year": "integer", "cat": "keyword"})
         assert [(i["field"], i["type"]) for i in ix.field_indexes("a")] == [("cat", "keyword"), ("year", "integer")]
+        assert made.linked_fields == ix.collection("a").linked_fields == ("cat", "year")
+        ix.index_field("a", "lang")  # no graph yet: linked too; dropping one unlinks it
+        ix.drop_field_index("a", "cat")
+        assert ix.collection("a").linked_fields == ("lang", "year")
         for bad, message in [({"cat": "nope"}, "one of keyword"), ({"image_info_gain": "float"}, "inforank owns")]:
             with pytest.raises(InvalidQueryError, match=message):
                 ix.create_collection("b", dim=D, field_indexes=bad)
@@ -250,7 +269,9 @@ def test_fields_indexed_at_creation_on_every_door(tmp_path, monkeypatch):
         ix.create_collection("b", dim=D)  # the name is free again
         tc = TestClient(create_app(ix))
         r = tc.post("/collections", json={"name": "h", "dim": D, "field_indexes": {"lang": "keyword"}})
-        assert r.status_code == 201 and r.json()["field_indexes"] == [{"field": "lang", "type": "keyword", "points": 0}]
+        assert r.status_code == 201 and r.json()["field_indexes"] == [
+            {"field": "lang", "type": "keyword", "points": 0, "linked": True}
+        ]
         assert tc.post("/collections", json={"name": "h2", "dim": D, "field_indexes": {"x": "text"}}).status_code == 422
         assert (
             tc.post("/collections", json={"name": "h2", "dim": D, "field_indexes": {"": "keyword"}}).status_code == 400

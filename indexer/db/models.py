@@ -62,6 +62,8 @@ class CollectionRow(Base):
     hub: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: what the last `inforank evaluate` found (its summary) and the defaults chosen from it
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: metadata fields indexed before any HNSW graph of the collection was built (0009)
+    linked_fields: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

@@ -43,8 +43,8 @@ _META = "inforank-vectors.json"
 _OWNER = ".inforank-owner"
 
 
-#: Edge's parameters for each payload index type a user's field may have (Qdrant's defaults:
-#: keyword, integer and uuid fields also get their own links in the next HNSW build)
+#: Edge's parameters for each payload index type a user's field may have, at Qdrant's defaults
+#: (an HNSW graph built after the index links the points of each of the field's values)
 _INDEX_PARAMS: dict[str, Any] = {
     "keyword": qe.KeywordIndexParams,
     "integer": qe.IntegerIndexParams,

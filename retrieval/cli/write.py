@@ -173,7 +173,10 @@ def index_field(
 def _indexes_text(d: dict[str, Any]) -> str:
     if not d["field_indexes"]:
         return f"{d['collection']}: no metadata field is indexed (`inforank index-field {d['collection']} FIELD`)"
-    return "\n".join(f"{i['field']}: {i['type']}, {i['points']} points" for i in d["field_indexes"])
+    return "\n".join(
+        f"{i['field']}: {i['type']}, {i['points']} points" + (", linked in every HNSW graph" if i["linked"] else "")
+        for i in d["field_indexes"]
+    )
 
 
 def _indexed_text(d: dict[str, Any]) -> str:
