@@ -335,9 +335,9 @@ class Searcher:
         The fraction comes from the collection's own score distribution, for filters on the
         scores alone. A user's payload filter is of unknown selectivity: on an exact search the
         fraction is then None (the filtered scan is exact and no slower); on the graph, where a
-        filtered walk loses recall among points the filter refuses, it is estimated by Qdrant from
-        the payload indexes (times the scores' share, taken as independent), so that a filter
-        most points pass is answered among the unfiltered nearest like a score filter."""
+        filtered walk loses recall among points the filter refuses, its share comes from
+        :meth:`_user_fraction` (times the scores' share, taken as independent), None where the
+        graph links every field it reads."""
         user = o.filter  # checked and made canonical by validate()
         bounds = {"info_gain": (o.min_info_gain, o.max_info_gain), "conformity": (o.min_conformity, o.max_conformity)}
         must = [
@@ -384,7 +384,7 @@ class Searcher:
         where one has none, Qdrant knows only 0..N, so the plan assumes the narrowest share the
         candidate route serves (``MIN_PASS_FRACTION``): enough candidates for a filter that
         loose, one candidate query lost on a stricter one, since the sieve sees when too few
-        passed and the filtered search runs instead."""
+        passed and the search scans instead (a walk without the field's links is never run)."""
         keys = filter_keys(user)
         if keys and keys <= set(c.linked_fields):
             applied[f"{t}_filter_pass_estimate"] = "left to Qdrant: the graph links every field the filter reads"
@@ -484,6 +484,14 @@ class Searcher:
             hits = self.ix.store.query_among_nearest(c.qdrant_collection, replace(spec, candidates=n))
             if hits is not None:
                 applied[f"{t}_filter_plan"] = f"among the {n} nearest"
+        if hits is None and approximate and flt is not None and frac is not None:
+            # the graph has no links for what this filter reads (``frac`` is None only where it
+            # has): a walk through the points that pass loses recall as the filter narrows, down
+            # to 0.26 at 5 % (BENCHMARKS.md "Filters on the graph"). It scans instead: exact, and
+            # Qdrant reads only the matching points where the fields have payload indexes.
+            applied[f"{t}_filter_plan"] = "filtered search"
+            applied[f"{t}_search"] = {"method": "exact", "reason": "the graph has no links for the filter's fields"}
+            hits = self.ix.store.query(c.qdrant_collection, replace(spec, exact=True, ef=None))
         if hits is None:
             hits = self.ix.store.query(c.qdrant_collection, spec)
             if flt is not None:

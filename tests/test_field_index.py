@@ -149,6 +149,17 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
                 assert got.applied["image_filter_pass_estimate"] == pytest.approx(0.5, abs=0.02)  # a histogram
                 assert "image_filter_pass_estimate" not in exact.applied  # a scan needs no estimate
                 assert [r.id for r in got.results] == [r.id for r in exact.results]
+            # a narrow filter on a field the graph has no links for is not walked: it scans
+            # (exact; Qdrant reads the matching points from the payload index)
+            narrow = {"must": [{"key": "late", "range": {"lt": 5}}]}
+            got = s.search("c", img[2], SearchOptions(k=10, query_modality="image", filter=narrow))
+            exact = s.search("c", img[2], SearchOptions(k=10, query_modality="image", filter=narrow, exact=True))
+            assert got.applied["image_search"] == {
+                "method": "exact",
+                "reason": "the graph has no links for the filter's fields",
+            }
+            assert got.applied["image_filter_pass_estimate"] == pytest.approx(0.05, abs=0.01)
+            assert [r.id for r in got.results] == [r.id for r in exact.results] and "approximate" not in got.applied
             # a field without a payload index: Qdrant's estimate says nothing, so the plan takes
             # the narrowest share the candidate route serves (25 %) and the sieve checks it
             unindexed = {"must": [{"key": "u", "match": {"value": 1}}, half]}

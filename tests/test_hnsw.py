@@ -85,6 +85,14 @@ def test_filters_and_the_candidate_plan_on_the_index(hnsw_ix):
         cut = got.applied["image_info_gain_cutoff"]
         assert all(r.info_gain is None or r.info_gain >= cut for r in got.results)
         assert len({r.id for r in got.results} & {r.id for r in exact.results}) >= 8
+    # a narrow score filter: the score fields have no graph links (built without them), so it
+    # is not walked but scanned, exactly
+    for i in (0, 7):
+        opts = SearchOptions(k=10, query_modality="image", exclude_bottom_info_gain_pct=90)
+        got = s.search("c", img[i], opts)
+        exact = s.search("c", img[i], SearchOptions(**{**opts.as_dict(), "exact": True}))
+        assert got.applied["image_search"]["method"] == "exact" and "no links" in got.applied["image_search"]["reason"]
+        assert [r.id for r in got.results] == [r.id for r in exact.results]
 
 
 def _grow(root, segment_points):
@@ -182,7 +190,9 @@ def test_a_shard_whose_score_indexes_have_graphs_gets_them_without_when_opened(t
 def test_a_filtered_graph_search_that_comes_back_short_scans_instead(tmp_path):
     """Qdrant walks the graph through passing points only: a filter that 1 % pass, on a field
     without a payload index, stranded the walk and returned 1 result of 10 on every build.
-    inforank does not trust a short approximate answer: it scans, and says so."""
+    Such a filter is no longer walked at all (the graph has no links for its field): the
+    candidate route fails its sieve and the searcher scans. Where a walk does run (a filter
+    left to Qdrant, here made so), a short answer is not trusted either: it scans, and says so."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(EdgeStore, "index_threshold_kb", 1)
         mp.setattr(indexer.api, "INDEX_MIN_VECTORS", 2000)
@@ -198,8 +208,18 @@ def test_a_filtered_graph_search_that_comes_back_short_scans_instead(tmp_path):
                 got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare))
                 exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
                 assert [r.id for r in got.results] == [r.id for r in exact.results] and len(got.results) == 10
-                assert got.applied["image_search"]["method"] == "exact" and got.applied["image_search"]["wanted"] == 10
+                assert (
+                    got.applied["image_search"]["method"] == "exact"
+                    and "no links" in got.applied["image_search"]["reason"]
+                )
                 assert "approximate" not in got.applied
+            mp.setattr(Searcher, "_user_fraction", lambda *_a: None)  # as for a field the graph links
+            for i in (0, 7):
+                got = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare))
+                exact = s.search("c", img[i], SearchOptions(k=10, query_modality="image", filter=rare, exact=True))
+                assert [r.id for r in got.results] == [r.id for r in exact.results] and len(got.results) == 10
+                assert got.applied["image_search"]["method"] == "exact" and got.applied["image_search"]["wanted"] == 10
+                assert got.applied["image_search"]["hnsw_returned"] < 10 and "approximate" not in got.applied
             # an unfiltered search on the same index stays on the graph
             plain = s.search("c", img[0], SearchOptions(k=10, query_modality="image"))
             assert plain.applied["image_search"]["method"] == "hnsw" and plain.applied["approximate"]
