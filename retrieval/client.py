@@ -44,7 +44,9 @@ class CollectionInfo(TypedDict, total=False):
     vector_names: dict[str, str]
     attached: bool
     stats_version: int
-    #: on creation: the metadata fields indexed with it ({field, type, points})
+    #: metadata fields indexed before any HNSW graph was built (every graph links their values)
+    linked_fields: list[str]
+    #: on creation: the metadata fields indexed with it ({field, type, points, linked})
     field_indexes: list[dict[str, Any]]
 
 
@@ -169,6 +171,10 @@ class _Calls:
         return _Call("POST", f"/collections/{name}/optimize", params={"force": str(force).lower()})
 
     @staticmethod
+    def field_indexes(name: str) -> _Call:
+        return _Call("GET", f"/collections/{name}/field-indexes")
+
+    @staticmethod
     def index_field(name: str, field: str, type: str) -> _Call:
         return _Call("PUT", f"/collections/{name}/field-indexes", {"field": field, "type": type})
 
@@ -250,7 +256,7 @@ class Client:
 
     def field_indexes(self, name: str) -> list[dict[str, Any]]:
         """The payload indexes on the collection's metadata fields."""
-        return self._send(_Call("GET", f"/collections/{name}/field-indexes"))
+        return self._send(_Calls.field_indexes(name))
 
     def index_field(self, name: str, field: str, type: str = "keyword") -> dict[str, Any]:
         """Index a metadata field (keyword, integer, float, bool, datetime or uuid) for filters."""
@@ -348,7 +354,7 @@ class AsyncClient:
         return await self._asend(_Calls.optimize(name, force))
 
     async def field_indexes(self, name: str) -> list[dict[str, Any]]:
-        return await self._asend(_Call("GET", f"/collections/{name}/field-indexes"))
+        return await self._asend(_Calls.field_indexes(name))
 
     async def index_field(self, name: str, field: str, type: str = "keyword") -> dict[str, Any]:
         return await self._asend(_Calls.index_field(name, field, type))

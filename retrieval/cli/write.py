@@ -186,8 +186,8 @@ def _indexed_text(d: dict[str, Any]) -> str:
     line = f"{d['collection']}: {d['field']} {what} as {d['type']} ({d['points']} points with a value)"
     if d["graph_without_links"]:
         line += (
-            "; the HNSW graph was built before this index and has no links for it until its segments are "
-            "rebuilt: filters on the field are planned from the index meanwhile"
+            "; the HNSW graph was built before this index and has no links for it: filters on the field are "
+            "not walked on the graph (a narrow one is read from the index, a loose one among the nearest)"
         )
     return line
 
