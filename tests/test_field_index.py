@@ -1,6 +1,7 @@
 """Payload indexes on the user's metadata fields: kept by every store that keeps any, refused
 clearly for bad input, reachable from the library, the CLI and HTTP; and on the embedded store,
-what they are for: a selective filter on an HNSW-indexed collection stays on the graph."""
+what they are for: a filter on fields the HNSW graph links stays on the graph, and one on fields
+it has no links for is never walked (among the nearest when loose, else scanned)."""
 
 import asyncio
 import json
