@@ -484,32 +484,31 @@ class Searcher:
             hits = self.ix.store.query_among_nearest(c.qdrant_collection, replace(spec, candidates=n))
             if hits is not None:
                 applied[f"{t}_filter_plan"] = f"among the {n} nearest"
-        if hits is None and approximate and flt is not None and frac is not None:
-            # the graph has no links for what this filter reads (``frac`` is None only where it
-            # has): a walk through the points that pass loses recall as the filter narrows, down
-            # to 0.26 at 5 % (BENCHMARKS.md "Filters on the graph"). It scans instead: exact, and
-            # Qdrant reads only the matching points where the fields have payload indexes.
-            applied[f"{t}_filter_plan"] = "filtered search"
-            applied[f"{t}_search"] = {"method": "exact", "reason": "the graph has no links for the filter's fields"}
-            hits = self.ix.store.query(c.qdrant_collection, replace(spec, exact=True, ef=None))
         if hits is None:
-            hits = self.ix.store.query(c.qdrant_collection, spec)
             if flt is not None:
                 applied[f"{t}_filter_plan"] = "filtered search"
-            if approximate and flt is not None and len(hits) < spec.limit:
-                hits = self._scan_instead(c, t, spec, len(hits), applied)
+            if approximate and flt is not None and frac is not None:
+                # the graph has no links for what this filter reads (``frac`` is None only where
+                # it has): a walk through the points that pass loses recall as the filter narrows,
+                # down to 0.26 at 5 % (BENCHMARKS.md "Filters on the graph"). It scans instead:
+                # exact, and Qdrant reads only the matching points where the fields are indexed.
+                hits = self._scan_instead(c, t, spec, applied, reason="the graph has no links for the filter's fields")
+            else:
+                hits = self.ix.store.query(c.qdrant_collection, spec)
+                if approximate and flt is not None and len(hits) < spec.limit:
+                    hits = self._scan_instead(c, t, spec, applied, hnsw_returned=len(hits), wanted=spec.limit)
         results = [_result(h, t, blend) for h in hits]
         if two_sided:
             self._calibrate(c, q, t, o.query_modality, hits, results, amap, applied)
         return results
 
-    def _scan_instead(self, c: Collection, t: str, spec: QuerySpec, short: int, applied: dict[str, Any]) -> list[Hit]:
-        """A filtered graph search that came back short is not trusted: a filter that few points
-        pass can strand the graph walk (measured on Edge: a 1 % filter on a field without a
-        payload index returned 1 result of 10 on every build, a 25 % one now and then; the
-        symptom of qdrant/qdrant#3094). The same query scans instead, which is exact; ``applied``
-        says so. It costs a scan only when the graph's answer is short."""
-        applied[f"{t}_search"] = {"method": "exact", "hnsw_returned": short, "wanted": spec.limit}
+    def _scan_instead(self, c: Collection, t: str, spec: QuerySpec, applied: dict[str, Any], **why: Any) -> list[Hit]:
+        """The same query as an exact scan instead of the graph, with ``applied`` saying so and
+        ``why``: a filter the graph has no links for, or a filtered graph search that came back
+        short (a filter that few points pass can strand the walk: measured on Edge, a 1 % filter
+        on a field without a payload index returned 1 result of 10 on every build; the symptom
+        of qdrant/qdrant#3094). A short walk costs a scan only when it is short."""
+        applied[f"{t}_search"] = {"method": "exact", **why}
         return self.ix.store.query(c.qdrant_collection, replace(spec, exact=True, ef=None))
 
     def _calibrate(
