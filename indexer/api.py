@@ -839,20 +839,22 @@ class Indexer:
         if have is None:
             self.store.add_field_index(c.qdrant_collection, field, type)
         now = self.store.field_indexes(c.qdrant_collection).get(field)
+        created = have is None and now is not None
         state = self.index_state(name)
-        if have is None and now is not None and not state["indexed_vectors"]:
+        graph_before = bool(state["indexed_vectors"])
+        if created and not graph_before:
             self._link_fields(c, add=field)  # no graph yet: every one built from now on links it
         return {
             "collection": name,
             "field": field,
             "type": type,
-            "created": have is None and now is not None,
+            "created": created,
             # qdrant-client's local mode keeps none: its filters scan every point anyway
             "kept": now is not None,
             "points": now.points if now is not None else 0,
-            # the embedded store built its HNSW graph before this index: filters on the field are
-            # planned from the index at once, but the graph has no links for it until rebuilt
-            "graph_without_links": bool(have is None and not state["automatic"] and state["indexed_vectors"]),
+            # the embedded store built its HNSW graph before this index: the graph has no links
+            # for the field (filters on it are not walked there)
+            "graph_without_links": have is None and graph_before and not state["automatic"],
         }
 
     def drop_field_index(self, name: str, field: str) -> dict[str, Any]:

@@ -100,13 +100,7 @@ class ClientStore(VectorStore):
 
     def add_float_indexes(self, name: str, fields: Sequence[str]) -> None:
         for f in fields:
-            self._call(
-                self.client.create_payload_index,
-                name,
-                f,
-                field_schema=models.PayloadSchemaType.FLOAT,
-                wait=True,
-            )
+            self.add_field_index(name, f, "float")
 
     @property
     def _local(self) -> bool:

@@ -10,6 +10,7 @@ processes; run a Qdrant server for concurrent writers.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -235,10 +236,8 @@ class EdgeStore(VectorStore):
             # no extra HNSW edges per field: Qdrant's default builds them for every indexed field
             # (measured: 4 score fields made a build 3.8× slower, 30k pairs 77 s against 20 s);
             # score filters pass most items, and a narrow one is answered from the payload index
-            op = qe.UpdateOperation.create_field_index(f, qe.FloatIndexParams(enable_hnsw=False))
-            with self._lock:
-                s = self._shards.get(name) or self._shard(name)
-                s.update(op)
+            params = qe.FloatIndexParams(enable_hnsw=False)
+            self._field_op(name, functools.partial(qe.UpdateOperation.create_field_index, f, params), f)
 
     def field_indexes(self, name: str) -> dict[str, FieldIndex]:
         schema = self._shard(name).info().payload_schema
