@@ -22,6 +22,7 @@ from retrieval.options import SearchOptions
 from retrieval.search import Searcher
 from retrieval.service import create_app
 from tests.conftest import ellipsoid_pairs
+from tests.consistency import assert_consistent
 from tests.test_cli import run
 
 D = 16
@@ -310,3 +311,30 @@ def test_filter_keys_reads_every_nesting():
     }
     assert filter_keys(f) == {"a", "b.c", "d", "e", "f", "g"}
     assert filter_keys(None) == set() and filter_keys({"must": []}) == set()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_junk_index_requests_change_nothing_on_either_database(request, tmp_path, db):
+    """Junk on every field-index door of the library (creation included), on SQLite and
+    PostgreSQL: each refused with a clear error, and afterwards SQL, Qdrant and the statistics
+    agree, the recorded links are untouched, and no half-made collection is left."""
+    url = request.getfixturevalue("pg_url") if db == "postgres" else f"sqlite:///{tmp_path / 'i.sqlite'}"
+    ix = Indexer(url, QdrantLocation(edge_path=str(tmp_path / "q")))
+    try:
+        _fill(ix)
+        ix.index_field("c", "cat")
+        junk = [("", "keyword"), ("bad\ud800", "keyword"), ("nul\x00", "keyword"), ("x" * 300, "keyword")]
+        junk += [("image_conformity", "float"), ("cat", "nope"), ("tags[", "keyword"), (None, "keyword")]
+        for field, kind in junk:
+            with pytest.raises(InvalidQueryError):
+                ix.index_field("c", field, kind)
+            with pytest.raises(InvalidQueryError):
+                ix.create_collection("d", dim=D, field_indexes={"ok": "keyword", field: kind})
+        with pytest.raises(ConflictError):
+            ix.index_field("c", "cat", "integer")
+        assert [c.name for c in ix.collections()] == ["c"] and not ix.store.exists("d")
+        assert ix.collection("c").linked_fields == ("cat",)
+        assert [(i["field"], i["type"]) for i in ix.field_indexes("c")] == [("cat", "keyword")]
+        assert_consistent(ix, "c")
+    finally:
+        ix.close()
