@@ -38,15 +38,19 @@ from indexer.items import (
 )
 from indexer.moments import Moments
 from indexer.payload import unit_of
+from indexer.schema import key
 from indexer.scoring import drift
 from indexer.sketch import Sketch
 from indexer.sketch import bounds as sketch_bounds
+from indexer.sketch import value as sketch_value
 from indexer.store import QdrantLocation, VectorStore, open_store
 from indexer.store.base import FIELD_INDEX_TYPES
 from indexer.sync import Pushed, push_fresh, push_scores, sync_dirty
 from indexer.writer import BatchReport
 
 DEFAULT_BATCH = 1024
+#: most points :meth:`Indexer.score_cut` reads from Qdrant to pin the exact cut inside a bucket
+CUT_READ_MAX = 50_000
 log = logging.getLogger("inforank")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -480,8 +484,15 @@ class Indexer:
     @_db
     def score_cut(self, name: str, modality: str, share: float, sk: Sketch | None = None) -> float | None:
         """The information gain below which exactly ``⌊share · n⌋`` of the modality's scored
-        items lie (ties aside): the histogram finds the bucket, the score index the value inside
-        it, reading at most that bucket's rows. None when nothing is scored yet."""
+        items lie (ties aside): the histogram finds the bucket and the items below it, Qdrant's
+        range index on the score field the value inside it, reading at most that bucket's points.
+
+        Exact whenever Qdrant holds the scores the database holds (outside a write in flight or
+        a push awaiting ``sync``; Qdrant's copy of a score may differ in the last bit); otherwise,
+        or where the bucket would mean reading more than :data:`CUT_READ_MAX` points, the
+        bucket's representative (within 0.5 % of the exact value). The database keeps no index
+        on score values: random inserts into one made every write slower as the collection grew
+        (BENCHMARKS.md, "The score-value index leaves the database")."""
         c = self.collection(name)
         sk = sk if sk is not None else self.score_sketch(name, modality)["info_gain"]
         if not sk.n:
@@ -489,20 +500,12 @@ class Indexer:
         rank = min(int(share * sk.n), sk.n - 1)
         k, before = sk.locate(rank)
         lo, hi = sketch_bounds(k)
-        with self.reads() as s:
-            v = s.execute(
-                select(VectorRow.info_gain)
-                .where(
-                    VectorRow.collection_id == c.id,
-                    VectorRow.modality == modality,
-                    VectorRow.info_gain > lo,
-                    VectorRow.info_gain <= hi,
-                )
-                .order_by(VectorRow.info_gain)
-                .offset(rank - before)
-                .limit(1)
-            ).scalar()
-        return float(v) if v is not None else sk.quantile(share)
+        want = rank - before + 1
+        if want <= CUT_READ_MAX:
+            vals = self.store.ascending_values(c.qdrant_collection, key(modality, "info_gain"), lo, hi, want)
+            if len(vals) == want:
+                return vals[-1]
+        return float(sketch_value(np.array([k]))[0])  # the bucket's representative
 
     @_db
     def stats(self, name: str, sample: int = 2000) -> dict[str, Any]:

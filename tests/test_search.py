@@ -76,8 +76,10 @@ def test_percentile_cutoff_drops_the_bottom(coco_ix: Indexer, coco):
     res = Searcher(coco_ix).search("c", txt[0], SearchOptions(k=500, exclude_bottom_info_gain_pct=10))
     cut = res.applied["image_info_gain_cutoff"]
     ig = coco_ix.scores("c", "image")["info_gain"]
-    assert cut == np.sort(ig)[int(0.1 * len(ig))]  # exact: the first value kept
-    assert len(res.results) == int((ig >= cut).sum()) == len(ig) - int(0.1 * len(ig))
+    # exact: the first value kept (Qdrant's copy of a score may differ in the last bit)
+    assert cut == pytest.approx(np.sort(ig)[int(0.1 * len(ig))], rel=1e-15, abs=0)
+    assert len(res.results) == len(ig) - int(0.1 * len(ig))
+    assert all(r.info_gain >= cut for r in res.results)
 
 
 def test_rerank_is_computed_server_side_as_documented(coco_ix: Indexer, coco):

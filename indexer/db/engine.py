@@ -49,12 +49,13 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             # 64 MiB of page cache (the default is 2 MiB): the B-trees of a large collection's
-            # keys and score index stay in memory instead of being re-read on every insert
+            # keys stay in memory instead of being re-read on every insert
             cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             # checkpoint every 256 MiB of WAL instead of every 16 MiB: a bulk write dirties pages
-            # all over the random-order score index, and a large collection's batch alone fills
-            # 16 MiB, so each commit was followed by a checkpoint writing those pages back (and
-            # syncing); with a longer WAL a hot page is written back once for many commits
+            # all over the random-order indexes (item keys, stop 16's score index), and a large
+            # collection's batch alone fills 16 MiB, so each commit was followed by a checkpoint
+            # writing those pages back (and syncing); with a longer WAL a hot page is written back
+            # once for many commits
             # (BENCHMARKS.md, "A million pairs"). The WAL never stays larger than this.
             page = cur.execute("PRAGMA page_size").fetchone()[0]
             cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_BYTES // page}")

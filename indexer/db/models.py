@@ -122,8 +122,6 @@ class VectorRow(Base):
     __table_args__ = (
         Index("ix_item_vectors_scores", "collection_id", "modality", "scores_version"),
         Index("ix_item_vectors_checked", "collection_id", "checked_version"),
-        # exact percentile cut-offs: the histogram finds the bucket, this index the value in it
-        Index("ix_item_vectors_score_values", "collection_id", "modality", "info_gain", "conformity"),
     )
 
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)

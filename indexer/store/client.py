@@ -180,6 +180,18 @@ class ClientStore(VectorStore):
     def estimate_count(self, name: str, filter: dict[str, Any]) -> int:
         return int(self._call(self.client.count, name, count_filter=_filter(filter), exact=False).count)
 
+    def ascending_values(self, name: str, field: str, lo: float, hi: float, limit: int) -> list[float]:
+        pts, _ = self._call(
+            self.client.scroll,
+            name,
+            scroll_filter=models.Filter(must=[models.FieldCondition(key=field, range=models.Range(gt=lo, lte=hi))]),
+            limit=limit,
+            order_by=models.OrderBy(key=field, direction=models.Direction.ASC),
+            with_payload=[field],
+            with_vectors=False,
+        )
+        return [float(p.payload[field]) for p in pts]
+
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)
         if spec.blend is None:

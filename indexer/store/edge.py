@@ -315,6 +315,17 @@ class EdgeStore(VectorStore):
     def estimate_count(self, name: str, filter: dict[str, Any]) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=False, filter=to_edge_filter(filter))))
 
+    def ascending_values(self, name: str, field: str, lo: float, hi: float, limit: int) -> list[float]:
+        req = qe.ScrollRequest(
+            limit=limit,
+            filter=to_edge_filter({"must": [{"key": field, "range": {"gt": lo, "lte": hi}}]}),
+            with_payload=qe.PayloadSelector.Include([field]),
+            with_vector=False,
+            order_by=qe.OrderBy(field, qe.Direction.Asc),
+        )
+        recs, _ = self._shard(name).scroll(req)
+        return [float((r.payload or {})[field]) for r in recs]
+
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = to_edge_filter(spec.filter)
         nearest = _nearest(spec)
