@@ -162,12 +162,14 @@ def test_an_indexed_field_keeps_a_selective_filter_on_the_graph(tmp_path):
             }
             assert got.applied["image_filter_pass_estimate"] == pytest.approx(0.05, abs=0.01)
             assert [r.id for r in got.results] == [r.id for r in exact.results] and "approximate" not in got.applied
+            assert "hint" not in got.applied  # the field has its payload index
             # a field without a payload index: Qdrant's estimate says nothing, so the plan takes
             # the narrowest share the candidate route serves (25 %) and the sieve checks it
             unindexed = {"must": [{"key": "u", "match": {"value": 1}}, half]}
             got = s.search("c", img[3], SearchOptions(k=10, query_modality="image", filter=unindexed))
             exact = s.search("c", img[3], SearchOptions(k=10, query_modality="image", filter=unindexed, exact=True))
             assert got.applied["image_filter_pass_estimate"] == "unknown: no payload index on u"
+            assert "`inforank index-field c u`" in got.applied["hint"]
             assert got.applied["image_filter_plan"] == "among the 82 nearest"  # 10 / 0.25 × 1.25 + 32
             assert [r.id for r in got.results] == [r.id for r in exact.results]
             text = "\n".join(json.dumps(i) for i in ix.field_indexes("c"))
