@@ -198,8 +198,9 @@ class VectorStore(ABC):
     @abstractmethod
     def ascending_values(self, name: str, field: str, lo: float, hi: float, limit: int) -> list[float]:
         """The ``limit`` smallest values of the float payload field ``field`` in ``(lo, hi]``,
-        ascending, one per point: read in order from the field's range index (O(limit) points,
-        whatever the collection's size, where the field is indexed)."""
+        ascending, one per point: read in order from the field's range index, starting at
+        ``lo``, without reading any payload (O(limit) index entries whatever the collection's
+        size, where the field is indexed)."""
 
     @abstractmethod
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:

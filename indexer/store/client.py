@@ -186,11 +186,11 @@ class ClientStore(VectorStore):
             name,
             scroll_filter=models.Filter(must=[models.FieldCondition(key=field, range=models.Range(gt=lo, lte=hi))]),
             limit=limit,
-            order_by=models.OrderBy(key=field, direction=models.Direction.ASC),
-            with_payload=[field],
+            order_by=models.OrderBy(key=field, direction=models.Direction.ASC, start_from=lo),
+            with_payload=False,  # the index hands the value over: no payload read at all
             with_vectors=False,
         )
-        return [float(p.payload[field]) for p in pts]
+        return [float(p.order_value) for p in pts if p.order_value is not None]
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = _filter(spec.filter)

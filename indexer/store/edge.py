@@ -319,12 +319,12 @@ class EdgeStore(VectorStore):
         req = qe.ScrollRequest(
             limit=limit,
             filter=to_edge_filter({"must": [{"key": field, "range": {"gt": lo, "lte": hi}}]}),
-            with_payload=qe.PayloadSelector.Include([field]),
+            with_payload=False,  # the index hands the value over: no payload read at all
             with_vector=False,
-            order_by=qe.OrderBy(field, qe.Direction.Asc),
+            order_by=qe.OrderBy(field, qe.Direction.Asc, lo),
         )
         recs, _ = self._shard(name).scroll(req)
-        return [float((r.payload or {})[field]) for r in recs]
+        return [float(r.order_value) for r in recs if r.order_value is not None]
 
     def query(self, name: str, spec: QuerySpec) -> list[Hit]:
         flt = to_edge_filter(spec.filter)
