@@ -99,11 +99,23 @@ def test_the_histograms_follow_every_write_exactly(db: str, tmp_path: Path):
         ix.close()
 
 
-def test_the_percentile_cut_is_exact_on_every_store_and_falls_back_to_the_histogram(indexer: Indexer):
+@pytest.mark.parametrize("narrow", [False, True], ids=["read", "counted"])
+def test_the_percentile_cut_is_exact_on_every_store_and_falls_back_to_the_histogram(
+    indexer: Indexer, narrow: bool, monkeypatch: pytest.MonkeyPatch
+):
     """The cut-off of ``exclude_bottom_info_gain_pct``: the histogram finds the bucket, Qdrant's
     range index the value in it — exactly the sorted scores' ⌊share · n⌋-th, on Edge, qdrant-
     client's local mode and a server; growing and after a delete. Where Qdrant does not hold the
-    values the database does (a push not yet made), the bucket's representative, within 0.5 %."""
+    values the database does (a push not yet made), the bucket's representative, within 0.5 %.
+    ``counted``: the interval narrowed by Qdrant's counts down to the value itself (at 1M, two or
+    three counts before reading a few dozen values), instead of reading the bucket's values."""
+    from indexer import api
+
+    if narrow:
+        monkeypatch.setattr(api, "CUT_SCROLL", 1)
+        counts: list[int] = []
+        real = indexer.store.count
+        monkeypatch.setattr(indexer.store, "count", lambda *a, **kw: counts.append(1) or real(*a, **kw))
     ix = indexer
     ix.create_collection("c", dim=16, min_count=4)
     img, txt = ellipsoid_pairs(400, 16, seed=3)
@@ -119,6 +131,8 @@ def test_the_percentile_cut_is_exact_on_every_store_and_falls_back_to_the_histog
         return np.sort(ix.scores("c", "image")["info_gain"])
 
     check()
+    if narrow:
+        assert counts  # the narrowing ran
     ix.add("c", [Item({"image": img[i]}, id=i) for i in range(250, 400)], batch_size=70)
     ix.delete("c", [str(i) for i in range(0, 40)])
     ig = check()
