@@ -91,8 +91,15 @@ class PointRow(Base):
 
     __tablename__ = "points"
     __table_args__ = (
-        # a sync round reads the dirty rows in key order (migration 0008)
-        Index("ix_points_dirty", "collection_id", "dirty", "item_key"),
+        # a sync round reads the dirty rows in key order (migration 0008); only they are indexed
+        # (migration 0011): a full index moved every point's entry when it was marked clean
+        Index(
+            "ix_points_dirty",
+            "collection_id",
+            "item_key",
+            sqlite_where=text("dirty = 1"),
+            postgresql_where=text("dirty = true"),
+        ),
         Index(
             "ix_points_quarantined",
             "collection_id",
