@@ -26,3 +26,11 @@ def test_the_storage_benchmark_on_a_small_collection():
     # the log adds the float32 vector (2,048 bytes at d = 512) per vector; at this size SQLite's
     # 16 KiB pages are partly empty either way, so allow a quarter of it (100k: 2,199 bytes)
     assert out["db_bytes_per_vector_with_log"] - out["db_bytes_per_vector_without"] >= 0.75 * 2048
+
+
+def test_the_slope_benchmark_fills_both_collections_alike():
+    from bench import ingest_slope
+
+    out = ingest_slope.run(n=3000, chunk=1000, ids="uuid")
+    for kind in ("shipped", ingest_slope.BEFORE):
+        assert len(out[kind]["pairs_per_s"]) == 3 and out[kind]["seconds"] > 0
