@@ -392,11 +392,10 @@ class Searcher:
         unindexed = keys - self._field_indexes(c)
         if unindexed:
             applied[f"{t}_filter_pass_estimate"] = f"unknown: no payload index on {', '.join(sorted(unindexed))}"
+            commands = ", ".join(f"`inforank index-field {c.name} {f}`" for f in sorted(unindexed))
             applied["hint"] = (
-                "index the filtered fields (`inforank index-field "
-                + "`, `inforank index-field ".join(f"{c.name} {f}" for f in sorted(unindexed))
-                + "`, with --type for other than keywords): the plan then counts the points that pass, "
-                "and a narrow filter reads only those instead of scanning"
+                f"index the filtered fields ({commands}, with --type for other than keywords): the plan "
+                "then counts the points that pass, and a narrow filter reads only those instead of scanning"
             )
             return MIN_PASS_FRACTION
         n = max(1, self._moments(c, t).n)
