@@ -52,11 +52,11 @@ def make_engine(url: str) -> Engine:
             # keys stay in memory instead of being re-read on every insert
             cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             # checkpoint every 256 MiB of WAL instead of every 16 MiB: a bulk write dirties pages
-            # all over the random-order indexes (item keys, stop 16's score index), and a large
-            # collection's batch alone fills 16 MiB, so each commit was followed by a checkpoint
-            # writing those pages back (and syncing); with a longer WAL a hot page is written back
-            # once for many commits
-            # (BENCHMARKS.md, "A million pairs"). The WAL never stays larger than this.
+            # all over the indexes whose keys arrive in random order (item keys; until migration
+            # 0010 also the score values), and a large collection's batch alone fills 16 MiB, so
+            # each commit was followed by a checkpoint writing those pages back (and syncing);
+            # with a longer WAL a hot page is written back once for many commits (BENCHMARKS.md,
+            # "A million pairs"). The WAL never stays larger than this.
             page = cur.execute("PRAGMA page_size").fetchone()[0]
             cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_BYTES // page}")
             cur.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_BYTES}")
