@@ -204,6 +204,7 @@ def _mixed(
     out: dict[str, Any] = {}
     for q_mod, g_mod in DIRECTIONS:
         per_fold, images_first, own = [], [], []
+        own_first: list[tuple[int, str]] = []  # (query, the own-modality item at its rank 1)
         for part in parts:
             ranks = []
             for j in part:
@@ -215,11 +216,37 @@ def _mixed(
                 ranks.append(_rank(hits, (str(p.ids[j]), g_mod)))
                 images_first.append(bool(hits) and hits[0][1] == "image")
                 own.append(sum(m == q_mod for _, m in hits) / K)
+                if hits and hits[0][1] == q_mod:
+                    own_first.append((int(j), hits[0][0]))
             per_fold.append(_metrics(ranks))
             if progress:
                 progress(len(part))
-        out[f"{q_mod}_to_{g_mod}"] = _mixed_entry(_spread(per_fold), images_first, own, plain, f"{q_mod}_to_{g_mod}")
+        d = f"{q_mod}_to_{g_mod}"
+        out[d] = _mixed_entry(_spread(per_fold), images_first, own, plain, d)
+        out[d]["own_modality_at_rank_1"] = _own_first(s, name, p, (q_mod, g_mod), own_first, len(own))
     return out
+
+
+def _own_first(
+    s: Searcher, name: str, p: Pairs, direction: tuple[str, str], first: list[tuple[int, str]], queries: int
+) -> dict[str, Any]:
+    """What a mixed list puts first when it is not the other modality: for each query whose rank 1
+    is an item of its own modality, is that item among the ``K`` its *pair* finds in that
+    modality (plain search, the query itself left out)? The pair metric counts every such list
+    as a miss; a share far above chance (``K`` over the modality's size) says the items are ones
+    the query's own pair would retrieve — related, not a modality bias."""
+    q_mod, g_mod = direction
+    found = 0
+    for j, first_id in first:
+        res = s.search(name, p.vectors[g_mod][j], _opts(K + 1, q_mod, g_mod, {}))
+        ids = [str(h.id) for h in res.results if str(h.id) != str(p.ids[j])][:K]
+        found += first_id in ids
+    size = s.ix.moments(name, q_mod)[1].n
+    return {
+        "share_of_queries": len(first) / queries if queries else 0.0,
+        "in_pairs_top_10": found / len(first) if first else None,
+        "chance": min(1.0, K / max(size - 1, 1)),
+    }
 
 
 def _mixed_entry(

@@ -99,6 +99,12 @@ def _quality_table(ev: dict[str, Any]) -> str:
                 f"rank 1 {m['share_of_images_at_rank_1']:.0%}; own modality in the top 10 "
                 f"{m.get('own_modality_share_of_top_10', float('nan')):.0%}"
             )
+            o = m.get("own_modality_at_rank_1")
+            if o and o["share_of_queries"]:
+                note += (
+                    f"; own modality first for {o['share_of_queries']:.0%} of queries, and then in the top 10 "
+                    f"its pair finds {o['in_pairs_top_10']:.0%} of the time (chance {o['chance']:.0%})"
+                )
             rows.append(f"<tr><td>{label}</td><td>{d.replace('_', ' ')}</td>{cells}<td>{html.escape(note)}</td></tr>")
     defaults = []
     for d, rec in ((ev.get("defaults") or {}).get("hubness") or {}).items():

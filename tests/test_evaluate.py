@@ -113,6 +113,42 @@ def test_mixed_list_with_hubness_equals_an_independent_recomputation(coco_eval):
         assert 0.2 < out["mixed"][d]["own_modality_share_of_top_10"] < 0.8
 
 
+def test_what_a_mixed_list_puts_first_is_judged_by_the_pair(coco_eval):
+    """The own-modality items a mixed list puts at rank 1, recomputed over the whole gallery:
+    calibrated from both sides with the running statistics, and looked up in the top 10 the
+    query's pair finds in that modality by cosine (the query left out)."""
+    ix, feats, out = coco_eval
+    order = [int(i) for i in ix.vectors("c", "image")[0]]
+    vec = {"image": _unit64(feats[0][order]), "text": _unit64(feats[1][order])}
+    mom = {m: ix.moments("c", m)[1] for m in vec}
+    for q_mod, g_mod in (("text", "image"), ("image", "text")):
+        q = vec[q_mod]
+        cross = q @ vec[g_mod].T
+        own = q @ q.T
+        z_cross = (cross - (q @ mom[g_mod].mean)[:, None]) / np.sqrt(
+            np.einsum("ij,jk,ik->i", q, mom[g_mod].covariance, q)
+        )[:, None]
+        z_cross += (cross - (vec[g_mod] @ mom[q_mod].mean)[None, :]) / np.sqrt(
+            np.einsum("ij,jk,ik->i", vec[g_mod], mom[q_mod].covariance, vec[g_mod])
+        )[None, :]
+        sd_own = np.sqrt(np.einsum("ij,jk,ik->i", q, mom[q_mod].covariance, q))
+        z_own = (own - (q @ mom[q_mod].mean)[:, None]) / sd_own[:, None] + (
+            own - (q @ mom[q_mod].mean)[None, :]
+        ) / sd_own[None, :]
+        np.fill_diagonal(z_own, -np.inf)
+        first = np.flatnonzero(z_own.max(axis=1) > z_cross.max(axis=1))
+        pair_view = vec[g_mod] @ q.T  # the pair's cosine to every item of the query's modality
+        np.fill_diagonal(pair_view, -np.inf)
+        top10 = np.argsort(-pair_view, axis=1)[:, :10]
+        found = [int(z_own[j].argmax()) in top10[j] for j in first]
+        got = out["mixed"][f"{q_mod}_to_{g_mod}"]["own_modality_at_rank_1"]
+        assert got["share_of_queries"] == pytest.approx(len(first) / 500, abs=1e-9), q_mod
+        assert got["in_pairs_top_10"] == pytest.approx(np.mean(found), abs=1e-9), q_mod
+        assert got["chance"] == pytest.approx(10 / 499)
+        # far above chance both ways on these pairs: what displaces the pair is related to it
+        assert got["in_pairs_top_10"] > 10 * got["chance"]
+
+
 def _unit64(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
 
@@ -133,6 +169,7 @@ def test_the_cli_prints_a_table_and_json(tmp_path: Path):
     assert d["pairs"] == 60 and set(d["options"]) >= {"plain", "prefer distinctive"}
     r = runner.invoke(app, ["evaluate", "c", "--folds", "3"])
     assert r.exit_code == 0 and "text to image" in r.stdout and "of the ceiling" in r.stdout
+    assert "in its pair's top 10" in r.stdout  # what comes first when it is the query's own modality
     r = runner.invoke(app, ["evaluate", "c", "--folds", "1"])
     assert r.exit_code == 2 and "at least 2 folds" in r.stderr
     r = runner.invoke(app, ["evaluate", "c", "--max-queries", "0"])

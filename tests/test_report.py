@@ -162,3 +162,5 @@ def test_the_report_shows_the_last_evaluation(indexer: Indexer, coco, tmp_path: 
     plain = out["options"]["plain"]["text_to_image"]["r@1"]
     assert f"{plain['mean']:.3f} ± {plain['std']:.3f}" in html  # the figures evaluate returned
     assert "image to text" in html and "hubness correction text to image: <b>" in html
+    first = out["mixed"]["image_to_text"]["own_modality_at_rank_1"]  # what a mixed list puts first, judged
+    assert f"in the top 10 its pair finds {first['in_pairs_top_10']:.0%} of the time" in html

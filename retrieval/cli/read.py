@@ -293,6 +293,16 @@ def _labelled_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _own_first_text(m: dict[str, Any]) -> str:
+    o = m.get("own_modality_at_rank_1")
+    if not o or not o["share_of_queries"]:
+        return ""
+    return (
+        f"; first for {100 * o['share_of_queries']:.0f} % of queries, and then in its pair's top 10 "
+        f"{100 * o['in_pairs_top_10']:.0f} % of the time (chance {100 * o['chance']:.0f} %)"
+    )
+
+
 def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
     lines = [f"{d['collection']}: {d['queries']} of {d['pairs']} pairs as queries, {d['folds']} folds (mean ± spread)"]
     for direction in directions:
@@ -310,7 +320,7 @@ def _evaluate_text(d: dict[str, Any], directions: list[str]) -> str:
         )
         lines.append(
             f"    {'':36s}its own modality in the top 10: "
-            f"{100 * m.get('own_modality_share_of_top_10', float('nan')):.0f} %"
+            f"{100 * m.get('own_modality_share_of_top_10', float('nan')):.0f} %{_own_first_text(m)}"
         )
         mh = (d.get("mixed_hubness_offline") or {}).get(direction)
         if mh:
