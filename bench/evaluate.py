@@ -50,6 +50,7 @@ def run(pairs: int = 10_000) -> dict:
             "plain_r@1": {d: plain[d]["r@1"]["mean"] for d in plain},
             "hubness_r@1": {d: h["r@1"]["mean"] for d, h in out["hubness_offline"].items()},
             "mixed_share_of_ceiling_r@1": {d: m["share_of_ceiling"]["r@1"] for d, m in out["mixed"].items()},
+            "mixed_own_modality_first": {d: m["own_modality_at_rank_1"] for d, m in out["mixed"].items()},
         },
     )
 
