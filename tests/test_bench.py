@@ -34,3 +34,12 @@ def test_the_slope_benchmark_fills_both_collections_alike():
     out = ingest_slope.run(n=3000, chunk=1000, ids="uuid")
     for kind in ("shipped", ingest_slope.BEFORE):
         assert len(out[kind]["pairs_per_s"]) == 3 and out[kind]["seconds"] > 0
+
+
+def test_the_overlap_prototype_loses_no_point():
+    """The overlapped write's push (no lock while Edge works, a revision-conditioned mark-clean)
+    leaves every point clean and in Edge; the run raises otherwise."""
+    from bench import overlap
+
+    out = overlap.run(n=3000, repeat=1)
+    assert out["overlapped_over_floor"] > 0 and len(out["runs_s"]["overlapped"]) == 1
