@@ -90,10 +90,20 @@ def run(folds: int = 5) -> dict:
         np.fill_diagonal(pair_view, -np.inf)
         displacer = own.argmax(axis=1)[first]
         rank = (pair_view[first] > pair_view[first, displacer][:, None]).sum(axis=1)
+        # the ceiling's hits lost to the own modality: how near the item that took rank 1 is
+        lost = np.flatnonzero((ceiling == 0) & j["first_own"])
+        took = own.argmax(axis=1)[lost]
+        pairs_of = vec[g_mod]
         out["own_first"][d] = {
             "share_of_queries": float(len(first) / n),
             **{f"in_pairs_top_{k}": float(np.mean(rank < k)) for k in (10, 25, 50)},
             "chance_top_10": K / (n - 1),
+            "ceiling_hits": int(np.sum(ceiling == 0)),
+            "ceiling_hits_lost_to_own_modality": len(lost),
+            "median_cos_of_their_pairs": float(np.median(np.sum(pairs_of[lost] * pairs_of[took], axis=1))),
+            "random_pairs_median_cos": float(np.median(pairs_of @ pairs_of.T)),
+            "pair_to_item_that_took_rank_1": float(np.median(np.sum(pairs_of[lost] * q[took], axis=1))),
+            "pair_to_its_own_query": float(np.median(np.sum(pairs_of[lost] * q[lost], axis=1))),
         }
         # the same calibration in the aligned space, held out
         parts = np.array_split(np.random.default_rng(0).permutation(n), folds)
