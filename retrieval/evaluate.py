@@ -233,7 +233,7 @@ def _own_first(
     """What a mixed list puts first when it is not the other modality: for each query whose rank 1
     is an item of its own modality, is that item among the ``K`` its *pair* finds in that
     modality (plain search, the query itself left out)? The pair metric counts every such list
-    as a miss; a share far above chance (``K`` over the modality's size) says the items are ones
+    as a miss; a share far above chance (``K`` over the modality's size less the query) says the items are ones
     the query's own pair would retrieve — related, not a modality bias."""
     q_mod, g_mod = direction
     found = 0
