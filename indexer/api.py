@@ -501,8 +501,7 @@ class Indexer:
         if not sk.n:
             return None
         rank = min(int(share * sk.n), sk.n - 1)
-        k, before = sk.locate(rank)
-        inside = int(sk.counts[int(np.searchsorted(sk.keys, k))])
+        k, before, inside = sk.locate(rank)
         got = self._value_at(c.qdrant_collection, key(modality, "info_gain"), *sketch_bounds(k), rank - before, inside)
         return got if got is not None else float(sketch_value(np.array([k]))[0])  # the bucket's representative
 

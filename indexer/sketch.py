@@ -129,13 +129,13 @@ class Sketch:
         i = int(np.searchsorted(cum, max(q * self.n, 1e-9), side="left"))
         return float(self._values()[min(i, len(cum) - 1)])
 
-    def locate(self, rank: int) -> tuple[int, int]:
-        """The bucket holding the value of 0-based ``rank`` in ascending order, and how many
-        smaller values lie in earlier buckets."""
+    def locate(self, rank: int) -> tuple[int, int, int]:
+        """The bucket holding the value of 0-based ``rank`` in ascending order, how many smaller
+        values lie in earlier buckets, and how many values the bucket holds."""
         cum = np.cumsum(self.counts)
         i = int(np.searchsorted(cum, rank, side="right"))
         i = min(i, len(cum) - 1)
-        return int(self.keys[i]), int(cum[i] - self.counts[i])
+        return int(self.keys[i]), int(cum[i] - self.counts[i]), int(self.counts[i])
 
     def fraction_between(self, lo: float | None, hi: float | None) -> float:
         """Share of the counted values in [lo, hi] (by bucket representative)."""
