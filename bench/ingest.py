@@ -61,10 +61,17 @@ def plain_upsert(root: Path, vecs: np.ndarray, batch: int, scored: bool = False)
     return dt
 
 
-def inforank_ingest(root: Path, vecs: np.ndarray, texts: np.ndarray, batch: int) -> tuple[float, Indexer]:
+def bench_collection(root: Path, dim: int, texts: np.ndarray) -> Indexer:
+    """Collection "bench" on the embedded default, holding ``texts`` (so the images' information
+    gain is computable from their first batch on)."""
     ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")))
-    ix.create_collection("bench", dim=vecs.shape[1])
-    ix.add("bench", [Item({"text": t}, id=f"t{i}") for i, t in enumerate(texts)])  # so IG is computable
+    ix.create_collection("bench", dim=dim)
+    ix.add("bench", [Item({"text": t}, id=f"t{i}") for i, t in enumerate(texts)])
+    return ix
+
+
+def inforank_ingest(root: Path, vecs: np.ndarray, texts: np.ndarray, batch: int) -> tuple[float, Indexer]:
+    ix = bench_collection(root, vecs.shape[1], texts)
     items = (Item({"image": v}, id=i) for i, v in enumerate(vecs))
     t = time.perf_counter()
     rep = ix.add("bench", items, batch_size=batch)

@@ -21,6 +21,7 @@ from scipy.special import log_ndtr
 from bench.common import COCO, report
 from indexer.moments import Moments
 from retrieval.align import fit_map
+from retrieval.hubness import unit
 from retrieval.search import query_side
 
 Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -35,10 +36,6 @@ COMBINE: dict[str, Combine] = {
 }
 LAMBDAS = (0.0, 10.0, 100.0, 1000.0)
 K = 10
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def _sides(q: np.ndarray, v: np.ndarray, mom_v: Moments, mom_q: Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +56,7 @@ def _judge(cross: np.ndarray, own: np.ndarray, rows: np.ndarray) -> dict[str, np
 
 def run(folds: int = 5) -> dict:
     feats = np.load(COCO).astype(np.float64)
-    vec = {"image": _unit(feats[0]), "text": _unit(feats[1])}
+    vec = {"image": unit(feats[0]), "text": unit(feats[1])}
     n = len(vec["image"])
     mom = {m: Moments.from_batch(v, np.ones(n)) for m, v in vec.items()}
     out: dict = {"pairs": n, "combine": {}, "aligned": {}, "own_first": {}}
@@ -111,7 +108,7 @@ def run(folds: int = 5) -> dict:
             r1, r10, c1s, c10s = [], [], [], []
             for part in parts:
                 train = np.setdiff1d(np.arange(n), part)
-                text = _unit(vec["text"] @ fit_map(vec["text"][train], vec["image"][train], "procrustes", lam))
+                text = unit(vec["text"] @ fit_map(vec["text"][train], vec["image"][train], "procrustes", lam))
                 space = {"image": vec["image"], "text": text}
                 am = {m: Moments.from_batch(v, np.ones(n)) for m, v in space.items()}
                 qa = space[q_mod][part]

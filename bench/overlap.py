@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, true, update
 
 from bench.common import clip_like, report
-from bench.ingest import QdrantLocation, inforank_ingest, plain_upsert
+from bench.ingest import bench_collection, inforank_ingest, plain_upsert
 from indexer import blas, writer
 from indexer.api import Indexer
 from indexer.collections import Collection
@@ -82,10 +82,8 @@ def _settle(ix: Indexer, c: Collection, written: tuple[int, Any]) -> int:
 
 
 def overlapped_ingest(root: Path, vecs: np.ndarray, texts: np.ndarray, batch: int) -> float:
-    ix = Indexer(f"sqlite:///{root}/db.sqlite", QdrantLocation(edge_path=str(root / "edge")))
+    ix = bench_collection(root, vecs.shape[1], texts)
     try:
-        ix.create_collection("bench", dim=vecs.shape[1])
-        ix.add("bench", [Item({"text": t}, id=f"t{i}") for i, t in enumerate(texts)])
         c = ix.collection("bench")
 
         def write(items: list[Item], offset: int) -> tuple[int, Any]:
